@@ -1,0 +1,20 @@
+"""``voicebots bench``: voicebots against a bare aiortc echo server, measured in one run.
+
+Run it from a checkout (it reuses the test harness in ``tests/``)::
+
+    voicebots bench                 # the full run, ~10 minutes on 2 cores
+    voicebots bench --small         # what CI runs: tiny bursts, short windows
+
+See :mod:`benchmarks.runner` for what is measured and :mod:`benchmarks.overhead` for what
+the voice-to-voice overhead subtracts.
+"""
+
+import sys
+from pathlib import Path
+
+# The benchmark drives the real processes through the test harness (tests/system.py and the
+# fake OpenAI server), which is not an installed package: make the checkout importable even
+# when `voicebots` runs from its console script, whose sys.path lacks the working directory.
+_CHECKOUT = str(Path(__file__).resolve().parent.parent)
+if _CHECKOUT not in sys.path:
+    sys.path.append(_CHECKOUT)

@@ -1,0 +1,169 @@
+"""The framework's voice-to-voice overhead: what voicebots adds to the waits it is told to do.
+
+The caller speaks one question (then digital silence) and measures, with the headless caller's
+own clock, **voice-to-voice** = ``reply_at - speech_end_at``: from the last loud sample of the
+question handed to its encoder to the first loud 20 ms frame of the bot's reply it decodes.
+From that, :class:`Subtracted` removes every wait that is configured or injected, and the
+measuring client's own buffering:
+
+- ``vad_stop``: ``VOICEBOTS_VAD_STOP_SECS`` — Silero declares "stopped speaking" only after
+  this much silence;
+- ``turn_wait``: ``max(VOICEBOTS_TURN_STOP_SECS, transcription delay)`` — the ``vad`` turn
+  strategy ends the turn when its timer (started at the VAD stop) has run *and* the segment's
+  transcript is in; the fake's transcription delay runs in parallel with the timer, so only
+  the longer of the two is a wait;
+- ``llm_first_token``: the fake LLM's delay before its first streamed token (the whole short
+  reply follows at once, so no sentence aggregation wait is injected);
+- ``tts_first_byte``: the fake TTS's delay before its first audio byte (its tone synthesis is
+  instant, so the delay is exact);
+- ``caller_jitter_buffer``: aiortc's audio receiver on the *caller* hands a frame out only when
+  4 later packets have arrived: 4 x 20 ms = 80 ms after the reply's first packet.
+
+What remains — audio receive and decode in the bot (including the bot's own 80 ms aiortc jitter
+buffer), resampling, VAD inference lag, frame hops through the pipeline, the HTTP round trips
+to the providers, TTS audio through the output transport, Opus encoding and packetization —
+is the framework's overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from media.caller import CallOptions, CallResult, run_call
+from media.signaling_client import CallError
+
+__all__ = ["LevelRound", "LoopLag", "Subtracted", "TurnSample", "run_level"]
+
+#: aiortc's audio JitterBuffer(capacity=16, prefetch=4) at 20 ms per packet.
+CALLER_JITTER_BUFFER_S = 4 * 0.020
+
+
+@dataclass(frozen=True)
+class Subtracted:
+    """Seconds subtracted from each voice-to-voice measurement (see the module docstring)."""
+
+    vad_stop: float
+    turn_wait: float
+    llm_first_token: float
+    tts_first_byte: float
+    caller_jitter_buffer: float = CALLER_JITTER_BUFFER_S
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        vad_stop_secs: float,
+        turn_stop_secs: float,
+        transcription_delay: float,
+        first_token_delay: float,
+        speech_first_byte_delay: float,
+    ) -> Subtracted:
+        return cls(
+            vad_stop=vad_stop_secs,
+            turn_wait=max(turn_stop_secs, transcription_delay),
+            llm_first_token=first_token_delay,
+            tts_first_byte=speech_first_byte_delay,
+        )
+
+    @property
+    def total(self) -> float:
+        return (
+            self.vad_stop
+            + self.turn_wait
+            + self.llm_first_token
+            + self.tts_first_byte
+            + self.caller_jitter_buffer
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f"{k}_ms": round(v * 1000, 1) for k, v in asdict(self).items()}
+        data["total_ms"] = round(self.total * 1000, 1)
+        return data
+
+
+@dataclass(frozen=True)
+class TurnSample:
+    voice_to_voice_ms: float
+    overhead_ms: float
+    #: The bot's own milestones of the turn, ms after its VAD stop (``bots.turn_metrics``).
+    bot_turn: dict[str, float]
+
+
+@dataclass(frozen=True)
+class LevelRound:
+    calls: int
+    samples: tuple[TurnSample, ...]
+    failures: tuple[str, ...]  #: calls with no measurable reply, and why
+    loop_lag_ms: float  #: the caller's worst event-loop delay during the round
+
+
+class LoopLag:
+    """Measures how late this process's event loop wakes up: the callers' own contention."""
+
+    def __init__(self, tick: float = 0.01) -> None:
+        self._tick = tick
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(self._tick)
+            self.worst = max(self.worst, time.monotonic() - started - self._tick)
+
+
+def _sample(result: CallResult, subtracted: Subtracted) -> TurnSample | str:
+    if result.first_audio_s is None:
+        return f"no reply ({result.end_reason}, status {result.status or '?'})"
+    turns = (result.session.get("metrics") or {}).get("turns") or [{}]
+    bot_turn = {k: float(v) for k, v in turns[0].items() if isinstance(v, int | float)}
+    v2v = result.first_audio_s
+    return TurnSample(
+        voice_to_voice_ms=v2v * 1000,
+        overhead_ms=(v2v - subtracted.total) * 1000,
+        bot_turn=bot_turn,
+    )
+
+
+async def _delayed_call(options: CallOptions, delay: float) -> CallResult:
+    await asyncio.sleep(delay)
+    return await run_call(options)
+
+
+async def run_level(
+    url: str, wav: Path, calls: int, subtracted: Subtracted, spread_s: float
+) -> LevelRound:
+    """``calls`` calls, their starts spread evenly over ``spread_s`` seconds, each asking once."""
+    options = CallOptions(url=url, wav=wav, max_seconds=20.0, reply_silence=0.3, session_wait=5.0)
+    step = spread_s / calls
+    async with LoopLag() as lag:
+        results = await asyncio.gather(
+            *(_delayed_call(options, i * step) for i in range(calls)), return_exceptions=True
+        )
+    samples: list[TurnSample] = []
+    failures: list[str] = []
+    for result in results:
+        if isinstance(result, CallError | OSError | TimeoutError):
+            failures.append(str(result))
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            sample = _sample(result, subtracted)
+            if isinstance(sample, str):
+                failures.append(sample)
+            else:
+                samples.append(sample)
+    return LevelRound(calls, tuple(samples), tuple(failures), lag.worst * 1000)

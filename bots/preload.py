@@ -1,0 +1,95 @@
+"""Imported once by the zygote (the multiprocessing fork server) before it forks any bot.
+
+Everything heavy and fork-safe is imported here so each bot starts with it already in memory,
+shared copy-on-write. Objects that own threads or native sessions (onnxruntime inference
+sessions, aiortc peers, event loops) are not fork-safe and are created in each bot after the
+fork, by :func:`bots.pipeline.prepare_call`.
+
+A module a bot imports itself costs it twice: CPU while it warms up or, worse, on the first
+turn's critical path, and private memory for the module's objects. To see what bots still
+import after the fork, run the spawner with ``PYTHONPROFILEIMPORTTIME=1``, make a call, and
+read its log after "zygote ready" (uvicorn's and multiprocessing's lines are the spawner's).
+"""
+
+import contextlib
+import gc
+import importlib
+import os
+
+import aiortc  # noqa: F401
+import onnxruntime  # noqa: F401
+import openai
+import pipecat.audio.vad.silero
+import pipecat.pipeline.runner
+import pipecat.services.elevenlabs.tts
+import pipecat.services.openai.llm
+import pipecat.services.openai.stt
+import pipecat.services.openai.tts
+import pipecat.transports.smallwebrtc.transport  # noqa: F401
+
+import bots.pipeline
+import bots.process
+import bots.providers.espeak_tts
+import bots.providers.offline_llm
+import bots.providers.offline_stt
+from bots.config import ProviderConfig
+
+#: Modules otherwise imported inside each bot, after the fork.
+LAZY_MODULES = (
+    # multiprocessing re-runs the parent's main module in every child before the bot starts
+    # ("main module fixup"). ``python -m spawner`` is exempt (a package's ``__main__``); the
+    # ``voicebots`` console script is not, and imports ``spawner.cli``: with it here, the
+    # re-run only rebinds names instead of importing redis (~100 ms of CPU per bot).
+    "argparse",
+    "redis",
+    "spawner.cli",
+    # The HTTP backend of the OpenAI clients' first connection.
+    "anyio._core._sockets",
+    "anyio._core._streams",
+    "anyio.streams.memory",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "jiter",
+    # DTLS at the first offer: aiortc serializes its certificate, ciphers from cryptography.
+    "cryptography.hazmat.backends.openssl.backend",
+    "cryptography.hazmat.primitives.ciphers",
+    "cryptography.hazmat.primitives.serialization",
+    # importlib.resources, through which pipecat finds the Silero model.
+    "importlib.resources.readers",
+    "importlib.readers",
+)
+
+
+def _touch_openai_client() -> tuple[object, ...]:
+    """Build and drop an OpenAI client, touching the resources a bot's services use.
+
+    openai imports its HTTP stack (httpx, httpcore, h11/h2, truststore) when the first client
+    is built, and each resource's modules (transcriptions, speech, chat completions and their
+    streaming helpers) when a client first touches it — in a bot, while it warms up and then
+    on the first turn's critical path. No socket is opened and no thread started. Returns
+    the resources, for the caller to drop.
+    """
+    client = openai.AsyncOpenAI(api_key="preload", base_url="http://127.0.0.1:9/v1")
+    return client.audio.transcriptions, client.audio.speech, client.chat.completions
+
+
+for _name in LAZY_MODULES:
+    # A module that a later version of a dependency no longer has only costs speed.
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_name)
+_touch_openai_client()
+
+# pocketsphinx's model (~90 MB), loaded once here and shared by every bot, when bots transcribe
+# offline. The fork server inherits the spawner's environment; it is the zygote's only
+# configuration, and a malformed one is the spawner's to report.
+try:
+    _stt = ProviderConfig.from_env(os.environ).stt
+except ValueError:
+    _stt = ""
+if _stt == "offline":
+    bots.providers.offline_stt.preload_decoder()
+
+# Objects that exist now live as long as the zygote; moving them out of the collector's
+# generations keeps a bot's first collections from writing to (and so copying) their pages.
+gc.collect()
+gc.freeze()

@@ -1,0 +1,95 @@
+"""Per-turn latency, measured inside the bot from the frames its pipeline pushes.
+
+Milestones of a turn, in milliseconds after the VAD's "user stopped speaking":
+
+    stt_ms          the last final transcription of the turn
+    turn_end_ms     the turn strategy decided the user was done
+    llm_first_ms    the LLM's first token
+    tts_first_ms    the first synthesized audio
+    audio_out_ms    the transport started sending bot audio — voice-to-voice, as the bot sees it
+
+The VAD stop itself comes ``vad_stop_secs`` after the user's last sound; that wait is the
+configured price of knowing speech ended, and is reported separately as ``vad_wait_ms``.
+
+The user aggregator runs the VAD and sends each of its events twice, as two separate frames:
+upstream at once, and downstream once its own input queue reaches it — which, on a bot held
+to its CPU share, can be a second later, after the transcription it caused. Only the upstream
+copy is read here, so every milestone is measured from when the VAD actually decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+
+__all__ = ["ReportCallback", "TurnMetricsObserver", "TurnReport"]
+
+TurnReport = dict[str, Any]
+ReportCallback = Callable[[TurnReport], Awaitable[None]]
+
+
+class TurnMetricsObserver(BaseObserver):
+    def __init__(self, on_turn: ReportCallback, vad_stop_secs: float) -> None:
+        super().__init__()
+        self._on_turn = on_turn
+        self._vad_wait_ms = round(vad_stop_secs * 1000, 1)
+        self._turns = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._vad_stop: int | None = None
+        self._marks: dict[str, int] = {}
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if not data.first_push:
+            return
+        frame, now = data.frame, data.timestamp
+        if isinstance(frame, (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)) and (
+            data.direction is not FrameDirection.UPSTREAM
+        ):
+            return  # the queued downstream copy of a VAD event: late, see the module doc
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._reset()  # new speech (or a barge-in) starts the measurement over
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            # A turn can also start from a late transcription, without new speech: the
+            # reference stays the end of the last speech the VAD heard.
+            self._marks = {}
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            if "turn_end" not in self._marks:
+                self._vad_stop = now
+        elif self._vad_stop is None:
+            return
+        elif isinstance(frame, TranscriptionFrame) and "turn_end" not in self._marks:
+            self._marks["stt"] = now
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._marks.setdefault("turn_end", now)
+        elif isinstance(frame, LLMTextFrame) and "turn_end" in self._marks:
+            self._marks.setdefault("llm_first", now)
+        elif isinstance(frame, TTSAudioRawFrame) and "llm_first" in self._marks:
+            self._marks.setdefault("tts_first", now)
+        elif isinstance(frame, BotStartedSpeakingFrame) and "tts_first" in self._marks:
+            self._marks["audio_out"] = now
+            await self._report()
+
+    async def _report(self) -> None:
+        assert self._vad_stop is not None
+        self._turns += 1
+        report: TurnReport = {"turn": self._turns, "vad_wait_ms": self._vad_wait_ms}
+        for name in ("stt", "turn_end", "llm_first", "tts_first", "audio_out"):
+            if name in self._marks:
+                report[f"{name}_ms"] = round((self._marks[name] - self._vad_stop) / 1e6, 1)
+        self._reset()
+        await self._on_turn(report)

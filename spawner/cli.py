@@ -1,0 +1,172 @@
+"""The ``voicebots`` command.
+
+voicebots up          signaling + spawner + rq worker, supervised together (local demo)
+voicebots signaling   the public HTTP service
+voicebots spawner     the warm pool of bot processes and its control API
+voicebots worker      the rq worker for post-call jobs (``--burst`` to drain and exit)
+voicebots call URL    the headless caller (see ``voicebots call --help``)
+voicebots bench       the benchmark against a bare aiortc server (see ``voicebots bench --help``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+from media.env import redact_url
+from media.logs import configure_logging
+from media.tracing import Tracing
+
+__all__ = ["main"]
+
+
+def _fail(message: str) -> int:
+    print(f"voicebots: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_redis(url: str) -> str | None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        return (
+            f"Redis is not reachable at {redact_url(url)} ({exc}). Start one (e.g. "
+            "`redis-server --port 6379`) or set REDIS_URL."
+        )
+    return None
+
+
+def _signaling() -> int:
+    from signaling.config import SignalingConfig
+    from signaling.service import run_signaling
+
+    config = SignalingConfig.from_env(os.environ)
+    configure_logging("signaling", os.environ)
+    tracing = Tracing.setup("voicebots-signaling", os.environ)
+    try:
+        run_signaling(config)
+    finally:
+        tracing.shutdown()
+    return 0
+
+
+def _spawner() -> int:
+    from spawner.config import SpawnerConfig
+    from spawner.service import run_spawner
+
+    config = SpawnerConfig.from_env(os.environ)
+    configure_logging("spawner", os.environ)
+    problem = _check_redis(config.redis_url)
+    if problem:
+        return _fail(problem)
+    tracing = Tracing.setup("voicebots-spawner", os.environ)
+    try:
+        run_spawner(config)
+    finally:
+        tracing.shutdown()
+    return 0
+
+
+def _worker(burst: bool) -> int:
+    from rq import Worker
+
+    from bots.config import PostCallConfig
+    from bots.record import QUEUE_NAME
+
+    config = PostCallConfig.from_env(os.environ)  # fails early on a bad setting
+    configure_logging("worker", os.environ)
+    problem = _check_redis(config.redis_url)
+    if problem:
+        return _fail(problem)
+    connection = redis.Redis.from_url(config.redis_url)
+    worker = Worker([QUEUE_NAME], connection=connection)
+    worker.work(burst=burst, logging_level="INFO")
+    return 0
+
+
+def _up() -> int:
+    """Run the three processes; a signal stops them all, a dying one stops the rest."""
+    from bots.config import BotConfig
+
+    try:
+        BotConfig.from_env(os.environ)
+    except ValueError as exc:
+        return _fail(str(exc))
+    problem = _check_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    if problem:
+        return _fail(problem)
+    command = [sys.executable, "-m", "spawner"]
+    env = dict(os.environ)
+    if sys.stderr.isatty():
+        env.setdefault("VOICEBOTS_LOG_FORMAT", "text")  # a person is watching
+    # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which forwards one
+    # SIGTERM per Ctrl-C (the first drains, a second ends calls at once).
+    children = {
+        name: subprocess.Popen([*command, name], env=env, start_new_session=True)
+        for name in ("spawner", "signaling", "worker")
+    }
+    port = os.environ.get("VOICEBOTS_PORT", "7860")
+    print(f"voicebots: open http://localhost:{port} (Ctrl-C to stop)", flush=True)
+    requested = 0  # stop requests received (signals); the loop below acts on them
+    forwarded = 0
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal requested
+        requested += 1
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    while any(child.poll() is None for child in children.values()):
+        if not requested:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"voicebots: {name} exited with {child.returncode}; stopping")
+                    code = child.returncode or 1
+                    requested = 1
+                    break
+        while forwarded < requested:
+            forwarded += 1
+            for child in children.values():
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "call":
+        from media.caller import main as call_main
+
+        return call_main(args[1:])
+    if args and args[0] == "bench":
+        from benchmarks.runner import main as bench_main
+
+        return bench_main(args[1:])
+    parser = argparse.ArgumentParser(prog="voicebots", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run signaling, spawner and worker together")
+    sub.add_parser("signaling", help="run the public signaling service")
+    sub.add_parser("spawner", help="run the bot spawner")
+    worker = sub.add_parser("worker", help="run the post-call rq worker")
+    worker.add_argument("--burst", action="store_true", help="drain the queue, then exit")
+    sub.add_parser("call", help="call a voicebots server from the command line")
+    sub.add_parser("bench", help="benchmark voicebots against a bare aiortc server")
+    parsed = parser.parse_args(args)
+    try:
+        if parsed.command == "up":
+            return _up()
+        if parsed.command == "signaling":
+            return _signaling()
+        if parsed.command == "spawner":
+            return _spawner()
+        return _worker(parsed.burst)
+    except ValueError as exc:  # a malformed setting
+        return _fail(str(exc))

@@ -1,0 +1,258 @@
+"""The warm pool: keeps bots ready, hands one to each call, refills and heals itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from loguru import logger
+
+from bots.protocol import Message
+from spawner.bot_handle import BotHandle, BotState
+from spawner.config import SpawnerConfig
+from spawner.limits import Limiter
+from spawner.zygote import Zygote
+
+__all__ = ["NoCapacity", "Pool"]
+
+#: Seconds of assignments that make up the recent arrival rate.
+ARRIVAL_WINDOW = 30.0
+#: A fork takes a core for a while; while offers are being answered (and bots are still idle)
+#: the refill waits for them, but never longer than this after the oldest began.
+REFILL_DEFER = 0.5
+
+EventCallback = Callable[[BotHandle, Message], Awaitable[None]]
+ExitCallback = Callable[[BotHandle], Awaitable[None]]
+
+
+class NoCapacity(Exception):
+    """Every bot is in a call and the pool is at ``max_bots``."""
+
+    def __init__(self, retry_after: float, draining: bool = False) -> None:
+        super().__init__("the server is draining" if draining else "all bots are busy")
+        self.retry_after = retry_after
+        self.draining = draining
+
+
+class Pool:
+    def __init__(
+        self,
+        config: SpawnerConfig,
+        zygote: Zygote,
+        limiter: Limiter,
+        on_event: EventCallback,
+        on_exit: ExitCallback,
+        on_spawned: Callable[[float], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._zygote = zygote
+        self._limiter = limiter
+        self._on_event = on_event
+        self._on_exit = on_exit
+        self._on_spawned = on_spawned
+        self.bots: dict[int, BotHandle] = {}
+        self._starting = 0
+        self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._maintainer: asyncio.Task[None] | None = None
+        self.accepting = True
+        self.spawn_failures = 0
+        self._arrivals: deque[float] = deque()
+        self._answering: dict[int, float] = {}  # bot pid → when its offer was handed over
+
+    # -- counts ---------------------------------------------------------------------------
+
+    def count(self, state: BotState) -> int:
+        return sum(1 for bot in self.bots.values() if bot.state is state)
+
+    @property
+    def starting(self) -> int:
+        return self._starting + self.count(BotState.STARTING)
+
+    def arrival_rate(self) -> float:
+        """Calls per second over the recent window."""
+        cutoff = time.monotonic() - ARRIVAL_WINDOW
+        while self._arrivals and self._arrivals[0] < cutoff:
+            self._arrivals.popleft()
+        return len(self._arrivals) / ARRIVAL_WINDOW
+
+    def target_idle(self) -> int:
+        """Warm bots wanted: the floor, a share of active calls, and the calls expected
+        to arrive within the refill horizon at the recent arrival rate — whichever is most."""
+        if not self.accepting:
+            return 0
+        busy = self.count(BotState.BUSY)
+        wanted = max(
+            self._config.min_idle,
+            math.ceil(busy * self._config.idle_share),
+            math.ceil(self.arrival_rate() * self._config.refill_horizon),
+        )
+        return min(wanted, self._config.max_bots - busy)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "idle": self.count(BotState.IDLE),
+            "busy": self.count(BotState.BUSY),
+            "starting": self.starting,
+            "max_bots": self._config.max_bots,
+            "target_idle": self.target_idle(),
+            "accepting": self.accepting,
+            "spawn_failures": self.spawn_failures,
+            "arrival_rate": round(self.arrival_rate(), 3),
+            "limits": self._limiter.status(),
+            "bots": [
+                {"pid": bot.pid, "state": bot.state.value, "spawn_ms": bot.spawn_ms}
+                for bot in self.bots.values()
+            ],
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._maintainer = asyncio.create_task(self._maintain(), name="pool-maintainer")
+
+    async def acquire(self) -> BotHandle:
+        """Take an idle bot for a call, waiting briefly for one that is starting.
+
+        Raises :class:`NoCapacity` at once when the pool is full, so callers get a fast 503
+        instead of a queue.
+        """
+        deadline = time.monotonic() + self._config.assign_wait
+        async with self._changed:
+            while True:
+                for bot in self.bots.values():
+                    if bot.state is BotState.IDLE:
+                        bot.state = BotState.BUSY
+                        self._arrivals.append(time.monotonic())
+                        self._changed.notify_all()
+                        return bot
+                remaining = deadline - time.monotonic()
+                can_grow = self.starting > 0 or len(self.bots) + self._starting < (
+                    self._config.max_bots
+                )
+                if not self.accepting:
+                    raise NoCapacity(retry_after=5.0, draining=True)
+                if not can_grow or remaining <= 0:
+                    raise NoCapacity(retry_after=2.0)
+                self._changed.notify_all()  # let the maintainer start one if it can
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
+                    raise NoCapacity(retry_after=2.0) from None
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def answering(self, bot: BotHandle) -> AsyncIterator[None]:
+        """While ``bot`` answers its offer; the refill behind it starts once it is done."""
+        self._answering[bot.pid] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._answering[bot.pid]
+            await self.notify()
+
+    def _refill_deferred(self) -> bool:
+        if not self._answering or self.count(BotState.IDLE) == 0:
+            return False
+        return time.monotonic() - min(self._answering.values()) < REFILL_DEFER
+
+    async def _maintain(self) -> None:
+        """Refill to target and kill bots whose heartbeats stopped."""
+        while True:
+            self._reap_hung()
+            wanted = self.target_idle() - self.count(BotState.IDLE) - self.starting
+            room = self._config.max_bots - len(self.bots) - self._starting
+            deferred = self._refill_deferred()
+            if deferred:
+                wanted = 0
+            for _ in range(max(0, min(wanted, room))):
+                self._starting += 1
+                task = asyncio.create_task(self._spawn_one())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), 0.05 if deferred else 0.5)
+                except TimeoutError:
+                    pass
+
+    def _reap_hung(self) -> None:
+        now = time.monotonic()
+        for bot in self.bots.values():
+            if bot.state is BotState.EXITED:
+                continue
+            silent = now - bot.last_seen
+            if silent > self._config.heartbeat_timeout:
+                logger.warning(f"bot {bot.pid} silent for {silent:.1f} s; killing it")
+                bot.hung = True
+                bot.kill()
+
+    async def _spawn_one(self) -> None:
+        try:
+            process, sock = await self._zygote.spawn()
+            bot = BotHandle(process, sock, self._on_event, self._bot_exited)
+            self.bots[bot.pid] = bot
+            await bot.start()
+            try:
+                self._limiter.apply(bot.pid)
+            except OSError as exc:
+                # A bot without its limits must not take calls.
+                bot.kill()
+                raise RuntimeError(f"could not limit bot {bot.pid}: {exc}") from exc
+        except Exception as exc:
+            self.spawn_failures += 1
+            logger.error(f"could not start a bot: {exc!r}")
+            await asyncio.sleep(1.0)  # do not spin on a broken zygote
+            return
+        finally:
+            self._starting -= 1
+        try:
+            await asyncio.wait_for(asyncio.shield(bot.ready), self._config.heartbeat_timeout)
+        except Exception:
+            logger.error(f"bot {bot.pid} did not become ready; killing it")
+            bot.kill()
+            return
+        spawn_ms = bot.spawn_ms or 0.0
+        logger.info(f"bot {bot.pid} ready in {spawn_ms:.0f} ms")
+        if self._on_spawned is not None:
+            self._on_spawned(spawn_ms / 1000)
+        await self.notify()
+
+    async def _bot_exited(self, bot: BotHandle) -> None:
+        self.bots.pop(bot.pid, None)
+        try:
+            bot.oom_killed = self._limiter.out_of_memory(bot.pid)
+            # The call's record comes first; cleaning up after the bot can wait.
+            await self._on_exit(bot)
+        finally:
+            await self._limiter.release(bot.pid)
+            await self.notify()
+
+    async def retire_idle(self) -> None:
+        """Stop accepting and let idle bots exit (drain)."""
+        self.accepting = False
+        for bot in list(self.bots.values()):
+            if bot.state in (BotState.IDLE, BotState.STARTING):
+                try:
+                    await bot.send({"type": "hangup", "reason": "retired"})
+                except Exception:
+                    bot.kill()
+        await self.notify()
+
+    async def close(self) -> None:
+        """Kill every bot and stop maintaining. Safe to call twice."""
+        self.accepting = False
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            await asyncio.gather(self._maintainer, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(bot.close() for bot in list(self.bots.values())))

@@ -1,0 +1,323 @@
+"""The fake OpenAI server against the real clients: the ``openai`` package and pipecat's
+OpenAI STT, LLM and TTS services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.fakes.audio import SPEECH_SAMPLE_RATE, parse_wav, tone_speech, wav_bytes
+from tests.fakes.openai_server import DEFAULT_TRANSCRIPT, FakeOpenAI, run_fake_openai
+
+ROOT = Path(__file__).resolve().parent.parent
+WEATHER = "It is sunny and warm today."
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with run_fake_openai() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=fake.base_url, api_key="test-key", max_retries=0) as c:
+        yield c
+
+
+def _rms(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples**2)))
+
+
+def _speech_wav(text: str = "what is the weather like today") -> bytes:
+    return wav_bytes(tone_speech(text), SPEECH_SAMPLE_RATE)
+
+
+async def test_transcription_json(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    upload = _speech_wav()
+    result = await client.audio.transcriptions.create(
+        file=("audio.wav", upload, "audio/wav"), model="gpt-4o-transcribe", language="en"
+    )
+    assert result.text == DEFAULT_TRANSCRIPT
+    assert fake.requests["/v1/audio/transcriptions"] == 1
+    (received,) = fake.transcriptions
+    assert received.audio_bytes == len(upload)
+    assert received.filename == "audio.wav"
+    assert received.audio_duration == pytest.approx(parse_wav(upload).duration)
+    assert received.fields["model"] == ["gpt-4o-transcribe"]
+    assert received.fields["language"] == ["en"]
+
+
+async def test_transcription_formats(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.options.transcript = "hello there"
+    audio = ("audio.wav", _speech_wav(), "audio/wav")
+    with_logprobs = await client.audio.transcriptions.create(
+        file=audio, model="gpt-4o-transcribe", response_format="json", include=["logprobs"]
+    )
+    assert with_logprobs.logprobs is not None
+    assert [p.token for p in with_logprobs.logprobs] == ["hello ", "there"]
+    verbose = await client.audio.transcriptions.create(
+        file=audio, model="whisper-1", response_format="verbose_json"
+    )
+    assert verbose.text == "hello there"
+    assert verbose.segments is not None and verbose.segments[0].avg_logprob < 0
+    assert verbose.duration > 0
+    text = await client.audio.transcriptions.create(
+        file=audio, model="whisper-1", response_format="text"
+    )
+    assert text.strip() == "hello there"
+
+
+async def test_streaming_chat_with_usage(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You are a voice assistant."},
+        {"role": "user", "content": "What is the weather like today?"},
+    ]
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces: list[str] = []
+    usage = None
+    finish = None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == WEATHER
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens == len(WEATHER.split())
+    assert fake.chat_messages == [messages]
+    assert fake.requests["/v1/chat/completions"] == 1
+
+
+async def test_streaming_chat_without_usage_sends_no_usage(client: AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all(chunk.usage is None for chunk in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "You said: hello."
+
+
+async def test_chat_non_streaming_and_summary_prompt(client: AsyncOpenAI) -> None:
+    completion = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "Summarize this phone call."},
+            {"role": "user", "content": "Caller: book a table for two\nAssistant: Done."},
+        ],
+    )
+    assert completion.object == "chat.completion"
+    assert (
+        completion.choices[0].message.content == 'Summary: the caller said "book a table for two".'
+    )
+    assert completion.usage is not None and completion.usage.total_tokens > 0
+
+
+async def test_first_token_delay(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.options.first_token_delay = 0.3
+    fake.options.reply = "Fixed reply."
+    started = time.monotonic()
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    first = None
+    text = ""
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or time.monotonic() - started
+            text += chunk.choices[0].delta.content
+    assert first is not None and first >= 0.3
+    assert text == "Fixed reply."
+
+
+async def test_speech_pcm_is_speech_and_scales_with_text(
+    fake: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    async def speak(text: str) -> bytes:
+        async with client.audio.speech.with_streaming_response.create(
+            model="gpt-4o-mini-tts", input=text, voice="alloy", response_format="pcm"
+        ) as response:
+            assert response.status_code == 200
+            return b"".join([chunk async for chunk in response.iter_bytes(4096)])
+
+    short = await speak("Hello.")
+    long = await speak("Hello, this is a much longer sentence, spoken by the fake server.")
+    assert len(short) % 2 == 0 and len(short) > 0.2 * SPEECH_SAMPLE_RATE * 2
+    assert len(long) > 2 * len(short)
+    assert _rms(short) > 300 and _rms(long) > 300
+    assert fake.speech_inputs[0] == "Hello."
+
+
+async def test_speech_wav_and_first_byte_delay(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.options.speech_first_byte_delay = 0.3
+    fake.options.speech_engine = "tone"
+    started = time.monotonic()
+    async with client.audio.speech.with_streaming_response.create(
+        model="tts-1", input="Testing one two three.", voice="nova", response_format="wav"
+    ) as response:
+        chunks = [chunk async for chunk in response.iter_bytes()]
+    assert time.monotonic() - started >= 0.3
+    audio = parse_wav(b"".join(chunks))
+    assert audio.sample_rate == SPEECH_SAMPLE_RATE and audio.channels == 1
+    assert audio.duration > 0.5 and _rms(audio.pcm) > 300
+
+
+async def test_bad_requests_get_openai_errors(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as chat_error:
+        await client.chat.completions.create(model="m", messages=[])
+    assert chat_error.value.status_code == 400
+    assert chat_error.value.param == "messages"
+    with pytest.raises(openai.BadRequestError, match="the fake serves 'pcm' and 'wav'"):
+        await client.audio.speech.create(model="tts-1", input="hi", voice="alloy")
+    with pytest.raises(openai.BadRequestError, match="'file'"):
+        await client.audio.transcriptions.create(file=("a.wav", b"", "audio/wav"), model="m")
+    async with httpx.AsyncClient() as http:
+        garbage = await http.post(f"{fake.base_url}/chat/completions", content=b"{not json")
+        missing = await http.post(f"{fake.base_url}/embeddings", json={})
+    assert garbage.status_code == 400
+    assert garbage.json()["error"]["type"] == "invalid_request_error"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "unknown_url"
+    assert fake.requests["/v1/chat/completions"] == 2
+
+
+async def test_api_key_enforced_when_configured() -> None:
+    async with run_fake_openai(api_key="sk-right") as fake:
+        async with AsyncOpenAI(base_url=fake.base_url, api_key="sk-wrong", max_retries=0) as bad:
+            with pytest.raises(openai.AuthenticationError):
+                await bad.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}]
+                )
+        async with AsyncOpenAI(base_url=fake.base_url, api_key="sk-right") as good:
+            reply = await good.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+    assert reply.choices[0].message.content == "You said: hi."
+
+
+async def test_runs_as_a_process() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.openai_server",
+        "--port",
+        "0",
+        "--reply",
+        "From a process.",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        base_url = line.decode().strip()
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        async with AsyncOpenAI(base_url=base_url, api_key="x") as client:
+            reply = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert reply.choices[0].message.content == "From a process."
+        async with httpx.AsyncClient() as http:
+            report = (await http.get(base_url.removesuffix("/v1") + "/_fake/requests")).json()
+        assert report["requests"] == {"/v1/chat/completions": 1}
+    finally:
+        proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert proc.returncode == 0, stderr.decode()
+
+
+async def test_pipecat_openai_tts(fake: FakeOpenAI) -> None:
+    from pipecat.frames.frames import ErrorFrame, TTSAudioRawFrame, TTSSpeakFrame
+    from pipecat.services.openai.tts import OpenAITTSService
+    from pipecat.tests.utils import run_test
+
+    tts = OpenAITTSService(
+        api_key="test-key",
+        base_url=fake.base_url,
+        settings=OpenAITTSService.Settings(model="gpt-4o-mini-tts", voice="alloy"),
+    )
+    down, up = await run_test(tts, frames_to_send=[TTSSpeakFrame(WEATHER)])
+    audio = b"".join(f.audio for f in down if isinstance(f, TTSAudioRawFrame))
+    assert not [f for f in [*down, *up] if isinstance(f, ErrorFrame)]
+    assert len(audio) > SPEECH_SAMPLE_RATE  # over half a second of 24 kHz s16le
+    assert _rms(audio) > 300
+    assert fake.speech_requests[0]["response_format"] == "pcm"
+    assert fake.speech_inputs == [WEATHER]
+
+
+async def test_pipecat_openai_llm(fake: FakeOpenAI) -> None:
+    from pipecat.frames.frames import LLMContextFrame, LLMTextFrame
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.tests.utils import run_test
+
+    fake.options.first_token_delay = 0.05
+    llm = OpenAILLMService(
+        api_key="test-key",
+        base_url=fake.base_url,
+        settings=OpenAILLMService.Settings(
+            model="gpt-4o-mini", system_instruction="You are a voice assistant."
+        ),
+    )
+    context = LLMContext(messages=[{"role": "user", "content": DEFAULT_TRANSCRIPT}])
+    down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context)])
+    text = "".join(f.text for f in down if isinstance(f, LLMTextFrame))
+    assert text == WEATHER
+    (request,) = fake.chat_requests
+    assert request["stream"] is True
+    assert request["stream_options"] == {"include_usage": True}
+    assert request["messages"][0] == {"role": "system", "content": "You are a voice assistant."}
+
+
+async def test_pipecat_openai_stt(fake: FakeOpenAI) -> None:
+    from pipecat.frames.frames import (
+        InputAudioRawFrame,
+        TranscriptionFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.services.openai.stt import OpenAISTTService
+    from pipecat.tests.utils import run_test
+
+    stt = OpenAISTTService(
+        api_key="test-key",
+        base_url=fake.base_url,
+        settings=OpenAISTTService.Settings(model="gpt-4o-transcribe"),
+        sample_rate=16_000,
+    )
+    speech = tone_speech("what is the weather like today", sample_rate=16_000)
+    frames = [
+        InputAudioRawFrame(audio=speech[i : i + 640], sample_rate=16_000, num_channels=1)
+        for i in range(0, len(speech), 640)
+    ]
+    down, _ = await run_test(
+        stt,
+        frames_to_send=[VADUserStartedSpeakingFrame(), *frames, VADUserStoppedSpeakingFrame()],
+    )
+    transcripts = [f.text for f in down if isinstance(f, TranscriptionFrame)]
+    assert transcripts == [DEFAULT_TRANSCRIPT]
+    (received,) = fake.transcriptions
+    assert received.fields["model"] == ["gpt-4o-transcribe"]
+    assert received.audio_duration >= len(speech) / 32_000

@@ -1,0 +1,135 @@
+"""Turn latency milestones, from frames pushed in a known order at known times."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    Frame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import FramePushed
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from bots.turn_metrics import TurnMetricsObserver, TurnReport
+
+MS = 1_000_000  # pipeline clock is in nanoseconds
+
+
+async def _feed(frames: list[tuple[int, Frame]], vad_stop_secs: float = 0.2) -> list[TurnReport]:
+    reports: list[TurnReport] = []
+
+    async def keep(report: TurnReport) -> None:
+        reports.append(report)
+
+    observer = TurnMetricsObserver(keep, vad_stop_secs=vad_stop_secs)
+    hop: Any = FrameProcessor()
+    for at_ms, frame in frames:
+        # The user aggregator sends VAD events upstream at once (and a queued copy downstream).
+        vad = isinstance(frame, (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame))
+        direction = FrameDirection.UPSTREAM if vad else FrameDirection.DOWNSTREAM
+        await observer.on_push_frame(FramePushed(hop, hop, frame, direction, at_ms * MS))
+    return reports
+
+
+def _transcription(text: str) -> TranscriptionFrame:
+    return TranscriptionFrame(text, "user", "2026-01-01T00:00:00Z")
+
+
+def _audio() -> TTSAudioRawFrame:
+    return TTSAudioRawFrame(b"\0\0" * 240, 24000, 1)
+
+
+async def test_milestones_are_measured_from_the_vad_stop() -> None:
+    reports = await _feed(
+        [
+            (0, VADUserStartedSpeakingFrame()),
+            (10, UserStartedSpeakingFrame()),
+            (1000, VADUserStoppedSpeakingFrame()),
+            (1150, _transcription("hello")),
+            (1300, UserStoppedSpeakingFrame()),
+            (1400, LLMTextFrame("Hi")),
+            (1550, _audio()),
+            (1600, BotStartedSpeakingFrame()),
+        ]
+    )
+    assert reports == [
+        {
+            "turn": 1,
+            "vad_wait_ms": 200.0,
+            "stt_ms": 150.0,
+            "turn_end_ms": 300.0,
+            "llm_first_ms": 400.0,
+            "tts_first_ms": 550.0,
+            "audio_out_ms": 600.0,
+        }
+    ]
+
+
+async def test_barge_in_restarts_and_greeting_is_not_a_turn() -> None:
+    reports = await _feed(
+        [
+            (0, _audio()),
+            (5, BotStartedSpeakingFrame()),  # a greeting: no user turn before it
+            (100, VADUserStartedSpeakingFrame()),
+            (500, VADUserStoppedSpeakingFrame()),
+            (600, _transcription("one")),
+            (700, VADUserStartedSpeakingFrame()),  # the caller goes on talking
+            (900, VADUserStoppedSpeakingFrame()),
+            (950, _transcription("two")),
+            (1000, UserStoppedSpeakingFrame()),
+            (1100, LLMTextFrame("ok")),
+            (1200, _audio()),
+            (1300, BotStartedSpeakingFrame()),
+        ]
+    )
+    assert [r["audio_out_ms"] for r in reports] == [400.0]
+
+
+async def test_a_turn_started_by_a_late_transcription_keeps_the_vad_stop() -> None:
+    reports = await _feed(
+        [
+            (0, VADUserStartedSpeakingFrame()),
+            (500, VADUserStoppedSpeakingFrame()),
+            (2000, UserStartedSpeakingFrame()),  # the turn opens when the text arrives
+            (2000, _transcription("late")),
+            (2100, UserStoppedSpeakingFrame()),
+            (2200, LLMTextFrame("ok")),
+            (2300, _audio()),
+            (2400, BotStartedSpeakingFrame()),
+        ]
+    )
+    assert reports[0]["audio_out_ms"] == 1900.0
+    assert reports[0]["stt_ms"] == 1500.0
+
+
+async def test_a_late_downstream_copy_of_a_vad_event_is_not_the_reference() -> None:
+    reports: list[TurnReport] = []
+
+    async def keep(report: TurnReport) -> None:
+        reports.append(report)
+
+    observer = TurnMetricsObserver(keep, vad_stop_secs=0.2)
+    hop: Any = FrameProcessor()
+    up, down = FrameDirection.UPSTREAM, FrameDirection.DOWNSTREAM
+    for at_ms, frame, direction in [
+        (0, VADUserStartedSpeakingFrame(), up),
+        (1000, VADUserStoppedSpeakingFrame(), up),
+        (1100, _transcription("hello"), down),
+        (1900, VADUserStartedSpeakingFrame(), down),  # the aggregator's queue was behind
+        (2000, VADUserStoppedSpeakingFrame(), down),
+        (2100, UserStoppedSpeakingFrame(), down),
+        (2200, LLMTextFrame("ok"), down),
+        (2300, _audio(), down),
+        (2400, BotStartedSpeakingFrame(), down),
+    ]:
+        await observer.on_push_frame(FramePushed(hop, hop, frame, direction, at_ms * MS))
+    assert reports[0]["stt_ms"] == 100.0
+    assert reports[0]["audio_out_ms"] == 1400.0

@@ -1,0 +1,1 @@
+"""Support for the browser tests: Chromium via Playwright, and the npm test page sources."""
