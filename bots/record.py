@@ -84,6 +84,9 @@ class CallRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: The bot's last log lines (bounded), so a failed call can be read after its process.
     logs: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: Opaque id of the API key that started the call (signaling's ``owner_id``), if any:
+    #: only that key (or the session's token) may read the record back.
+    owner: str | None = None
 
     def to_hash(self) -> dict[str, str]:
         """Fields as written to Redis (every value a string)."""
@@ -103,6 +106,8 @@ class CallRecord:
             fields["metrics"] = json.dumps(self.metrics)
         if self.logs:
             fields["logs"] = json.dumps(list(self.logs))
+        if self.owner is not None:
+            fields["owner"] = self.owner
         return fields
 
     @classmethod
@@ -121,6 +126,7 @@ class CallRecord:
             bot_pid=int(data["bot_pid"]) if data.get("bot_pid") else None,
             metrics=json.loads(data["metrics"]) if data.get("metrics") else {},
             logs=tuple(json.loads(data["logs"])) if data.get("logs") else (),
+            owner=data.get("owner") or None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -136,6 +142,7 @@ class CallRecord:
             "bot_pid": self.bot_pid,
             "metrics": self.metrics,
             "logs": list(self.logs),
+            "owner": self.owner,
         }
 
     @classmethod
@@ -156,4 +163,5 @@ class CallRecord:
             bot_pid=int(pid) if pid is not None else None,
             metrics=dict(data.get("metrics") or {}),
             logs=tuple(data.get("logs") or ()),
+            owner=str(data["owner"]) if data.get("owner") else None,
         )

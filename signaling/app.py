@@ -104,7 +104,10 @@ def build_app(config: SignalingConfig) -> Starlette:
         ["reason"],
         registry=registry,
     )
-    openapi = openapi_document(auth_required=security.auth_enabled)
+    openapi = openapi_document(
+        auth_required=security.auth_enabled,
+        metrics_guarded=security.auth_enabled or bool(security.metrics_token),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -133,12 +136,16 @@ def build_app(config: SignalingConfig) -> Starlette:
                 retry_after=wait,
             )
 
-    async def stored_record(session_id: str) -> CallRecord | None:
+    async def stored_record(session_id: str, owner: str | None) -> CallRecord | None:
+        """The ended call's record; ``None`` if there is none, or if ``owner`` (the
+        requesting API key's) is not the key that started it."""
         try:
             data = await store.hgetall(call_key(session_id))
         except redis.RedisError as exc:
             raise ApiError(503, "store_unavailable", f"call store unreachable: {exc}") from None
-        return CallRecord.from_hash(session_id, data) if data else None
+        if not data or (owner is not None and data.get("owner") != owner):
+            return None
+        return CallRecord.from_hash(session_id, data)
 
     @_guard
     async def start(request: Request) -> Response:
@@ -159,18 +166,18 @@ def build_app(config: SignalingConfig) -> Starlette:
         )
 
     def authorize(request: Request) -> tuple[str | None, str | None]:
-        """(session id, owner): a session route takes its session's token (or a key); the
-        implicit-session routes take a key, whose owner the new session gets."""
+        """(session id, owner): a session route takes its session's token or the key that
+        started it; the implicit-session routes take a key, whose owner the new session
+        gets. ``owner`` is the key's opaque id (``None`` for a token or with auth off)."""
         session_id = _session_id(request)
         if session_id is None:
             return None, auth.require_key(request)
-        auth.require_session(request, session_id)
-        return session_id, None
+        return session_id, auth.require_session(request, session_id)
 
-    def authorized_session(request: Request) -> str:
-        session_id, _owner = authorize(request)
+    def authorized_session(request: Request) -> tuple[str, str | None]:
+        session_id, owner = authorize(request)
         assert session_id is not None, "a route with a {session_id}"
-        return session_id
+        return session_id, owner
 
     async def _offer(request: Request) -> Response:
         throttle(request)
@@ -178,7 +185,7 @@ def build_app(config: SignalingConfig) -> Starlette:
         parsed = OfferRequest.parse(await read_json(request, config.max_body_bytes))
         if session_id:
             answer = await spawner.checked(
-                "POST", f"/sessions/{session_id}/offer", parsed.to_json()
+                "POST", f"/sessions/{session_id}/offer", parsed.to_json(), owner=owner
             )
         else:
             answer = await spawner.checked("POST", "/offer", {**parsed.to_json(), "owner": owner})
@@ -187,34 +194,34 @@ def build_app(config: SignalingConfig) -> Starlette:
         )
 
     async def _candidates(request: Request) -> Response:
-        session_id, _owner = authorize(request)
+        session_id, owner = authorize(request)
         parsed = CandidatesRequest.parse(await read_json(request, config.max_body_bytes))
         payload: dict[str, Any] = parsed.to_json()
         if session_id:
             payload["session_id"] = session_id
-        await spawner.checked("PATCH", "/candidates", payload)
+        await spawner.checked("PATCH", "/candidates", payload, owner=owner)
         return JSONResponse({"status": "success"})
 
     @_guard
     async def get_session(request: Request) -> Response:
-        session_id = authorized_session(request)
-        status, data = await spawner.call("GET", f"/sessions/{session_id}")
+        session_id, owner = authorized_session(request)
+        status, data = await spawner.call("GET", f"/sessions/{session_id}", owner=owner)
         if status == 200:
             # A page handed only {session id, token} learns its ICE servers here.
             return JSONResponse({**data, "iceConfig": config.media.ice_config(session_id)})
-        record = await stored_record(session_id)
+        record = await stored_record(session_id, owner)
         if record is None:
             raise ApiError(404, "unknown_session", f"no session {session_id}")
         return JSONResponse(record.to_json())
 
     @_guard
     async def delete_session(request: Request) -> Response:
-        session_id = authorized_session(request)
-        status, data = await spawner.call("DELETE", f"/sessions/{session_id}")
+        session_id, owner = authorized_session(request)
+        status, data = await spawner.call("DELETE", f"/sessions/{session_id}", owner=owner)
         if status == 200:
             return JSONResponse(data)
         # Hanging up an ended call is not an error: answer with what it left.
-        record = await stored_record(session_id)
+        record = await stored_record(session_id, owner)
         if record is None:
             raise ApiError(404, "unknown_session", f"no session {session_id}")
         return JSONResponse(record.to_json())
@@ -241,7 +248,11 @@ def build_app(config: SignalingConfig) -> Starlette:
             return error_response(404, "no_page", f"no page at {page}")
         return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
-    async def metrics(_request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        try:
+            auth.require_scraper(request)
+        except ApiError as exc:
+            return exc.response()
         # Pool and call metrics live in the spawner; one scrape here returns both.
         text = generate_latest(registry).decode() + await spawner.metrics()
         return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -76,12 +76,11 @@ class SessionTokens:
         if len(parts) != 3 or parts[0] != _PREFIX:
             raise TokenError("invalid API key or session token")
         signed = f"{parts[0]}.{parts[1]}"
-        try:
-            mac = _b64decode(parts[2])
-        except (binascii.Error, ValueError):
-            raise TokenError("invalid API key or session token") from None
         # The MAC is checked before the payload is even parsed: a forged token learns nothing.
-        if not hmac.compare_digest(mac, self._mac(signed)):
+        # It is compared as issued, in text: base64 decoding would also accept other spellings
+        # of the same bytes (the last character's unused low bits), so other tokens.
+        expected = _b64encode(self._mac(signed)).encode()
+        if not hmac.compare_digest(parts[2].encode(errors="replace"), expected):
             raise TokenError("invalid API key or session token")
         try:
             payload = json.loads(_b64decode(parts[1]))
@@ -106,6 +105,9 @@ class Authenticator:
         }
         self.tokens = (
             SessionTokens(config.token_secret, config.token_ttl, clock) if self.enabled else None
+        )
+        self._metrics_token = (
+            hashlib.sha256(config.metrics_token.encode()).digest() if config.metrics_token else None
         )
 
     def _bearer(self, request: Request, wanted: str) -> str:
@@ -137,17 +139,34 @@ class Authenticator:
             raise _unauthorized("invalid API key")
         return owner
 
-    def require_session(self, request: Request, session_id: str) -> None:
-        """Passes an API key, or a valid session token for ``session_id``."""
+    def require_session(self, request: Request, session_id: str) -> str | None:
+        """Passes an API key, or a valid session token for ``session_id``.
+
+        Returns the key's owner id, which the session must have (``None`` for a token, which
+        is bound to its session already, and when auth is off).
+        """
         if self.tokens is None:
-            return
+            return None
         credential = self._bearer(request, "API key or session token")
-        if self._owner(credential) is not None:
-            return
+        owner = self._owner(credential)
+        if owner is not None:
+            return owner
         try:
             self.tokens.verify(credential, session_id)
         except TokenError as exc:
             raise _unauthorized(str(exc)) from None
+        return None
+
+    def require_scraper(self, request: Request) -> None:
+        """``/metrics``: the metrics token or an API key, when either is configured."""
+        if self._metrics_token is None and not self.enabled:
+            return
+        credential = self._bearer(request, "metrics token or API key")
+        digest = hashlib.sha256(credential.encode(errors="replace")).digest()
+        if self._metrics_token is not None and hmac.compare_digest(digest, self._metrics_token):
+            return
+        if self._owner(credential) is None:
+            raise _unauthorized("invalid metrics token or API key")
 
     def issue(self, session_id: str) -> dict[str, object]:
         """The token fields of a ``POST /start`` reply (none when auth is off)."""

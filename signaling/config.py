@@ -39,6 +39,9 @@ class SecurityConfig:
     rate_limit: float = 60.0
     #: How many of those a client may send at once before the rate applies.
     rate_burst: int = 20
+    #: Bearer token a Prometheus scraper may use on ``/metrics`` (an API key works too).
+    #: With neither keys nor this token set, ``/metrics`` is open.
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def auth_enabled(self) -> bool:
@@ -60,6 +63,14 @@ class SecurityConfig:
                 f"VOICEBOTS_TOKEN_SECRET has {len(secret)} characters; it needs at least "
                 f"{MIN_SECRET_CHARS}"
             )
+        metrics_token = env_str(environ, "VOICEBOTS_METRICS_TOKEN", "")
+        if metrics_token and (
+            len(metrics_token) < MIN_SECRET_CHARS or any(c.isspace() for c in metrics_token)
+        ):
+            raise ValueError(
+                f"VOICEBOTS_METRICS_TOKEN has {len(metrics_token)} characters; it needs at "
+                f"least {MIN_SECRET_CHARS}, without spaces"
+            )
         raw_origins = env_list(environ, "VOICEBOTS_ALLOWED_ORIGINS")
         origins = tuple(origin.rstrip("/").lower() for origin in raw_origins)
         for origin in origins:
@@ -79,6 +90,7 @@ class SecurityConfig:
             trust_proxy=env_bool(environ, "VOICEBOTS_TRUST_PROXY", cls.trust_proxy),
             rate_limit=env_float(environ, "VOICEBOTS_RATE_LIMIT", cls.rate_limit),
             rate_burst=env_int(environ, "VOICEBOTS_RATE_BURST", cls.rate_burst, minimum=1),
+            metrics_token=metrics_token,
         )
 
     def describe(self) -> str:
@@ -90,15 +102,22 @@ class SecurityConfig:
             else "off"
         )
         proxy = ", client address from X-Forwarded-For" if self.trust_proxy else ""
+        if self.metrics_token:
+            scrape = "/metrics needs the metrics token or an API key"
+        elif self.auth_enabled:
+            scrape = "/metrics needs an API key"
+        else:
+            scrape = "/metrics is open"
         if not self.auth_enabled:
             return (
                 "auth is OFF: VOICEBOTS_API_KEYS is not set, so anyone who reaches this server "
                 f"can start calls (fine for a local demo); CORS origins: {origins}; "
-                f"rate limit: {rate}{proxy}"
+                f"rate limit: {rate}{proxy}; {scrape}"
             )
         return (
             f"auth on: {len(self.api_keys)} API keys, session tokens valid "
-            f"{self.token_ttl:g} s; CORS origins: {origins}; rate limit: {rate}{proxy}"
+            f"{self.token_ttl:g} s; CORS origins: {origins}; rate limit: {rate}{proxy}; "
+            f"{scrape}"
         )
 
 

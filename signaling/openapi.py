@@ -77,6 +77,8 @@ def _operation(
         operation["security"] = [{"apiKey": []}, *anonymous]
     elif auth == "session":
         operation["security"] = [{"apiKey": []}, {"sessionToken": []}, *anonymous]
+    elif auth == "metrics":
+        operation["security"] = [{"apiKey": []}, {"metricsToken": []}, *anonymous]
     return operation
 
 
@@ -214,9 +216,9 @@ def _readyz() -> dict[str, Any]:
     return operation
 
 
-def openapi_document(auth_required: bool = True) -> dict[str, Any]:
+def openapi_document(auth_required: bool = True, metrics_guarded: bool = True) -> dict[str, Any]:
     """The whole document, as a JSON-ready dict; credentials are optional in it when the
-    server runs without API keys."""
+    server runs without API keys (and, for ``/metrics``, without a metrics token)."""
     guarded = functools.partial(_operation, required=auth_required)
     start = guarded(
         "Create a session; with API keys, also a session token for its page",
@@ -277,7 +279,15 @@ def openapi_document(auth_required: bool = True) -> dict[str, Any]:
             },
             "/healthz": {"get": _operation("Liveness", _ok("alive", "Health"), (405,))},
             "/readyz": {"get": _readyz()},
-            "/metrics": {"get": _operation("Prometheus metrics", text, (405,))},
+            "/metrics": {
+                "get": _operation(
+                    "Prometheus metrics",
+                    text,
+                    (401, 405),
+                    auth="metrics",
+                    required=metrics_guarded,
+                )
+            },
             "/openapi.json": {"get": _operation("This document", document, (405,))},
         },
         "components": {
@@ -288,6 +298,11 @@ def openapi_document(auth_required: bool = True) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "vbs1 session token from POST /start",
+                },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "VOICEBOTS_METRICS_TOKEN",
                 },
             },
         },

@@ -133,11 +133,20 @@ class CallManager:
                 retry_after=5.0,
             )
 
+    def _find(self, session_id: str, acting: str | None) -> Session | None:
+        """The session, unless the request comes with another API key than the one that
+        started it: to that key it does not exist (``acting`` is ``None`` for a session
+        token, already bound to the session by signaling, and when auth is off)."""
+        session = self.sessions.get(session_id)
+        if session is None or (acting is not None and session.owner != acting):
+            return None
+        return session
+
     async def offer(
         self, session_id: str | None, offer: OfferRequest, owner: str | None = None
     ) -> dict[str, Any]:
-        """Answer ``offer``; ``owner`` is that of the session created when there is no
-        ``session_id``."""
+        """Answer ``offer``. ``owner`` is the requesting API key's: the owner of the session
+        created when there is no ``session_id``, else the one the session must have."""
         started = time.monotonic()
         try:
             answer = await self._offer(session_id, offer, owner)
@@ -153,7 +162,7 @@ class CallManager:
         if session_id is None:
             session = self.create(offer.request_data, owner=owner)
         else:
-            found = self.sessions.get(session_id)
+            found = self._find(session_id, owner)
             if found is None:
                 raise CallError(404, "unknown_session", f"no session {session_id}")
             session = found
@@ -183,7 +192,7 @@ class CallManager:
         self._by_pid[bot.pid] = session
         # Its first step opens the spool journal, before any transcript line can arrive.
         session.opening = self._later(
-            self._recorder.open_call(session.session_id, session.started_at)
+            self._recorder.open_call(session.session_id, session.started_at, session.owner)
         )
         try:
             async with self._pool.answering(bot):
@@ -237,9 +246,15 @@ class CallManager:
             self._by_pc[new_pc] = session
         return {"sdp": reply["sdp"], "type": reply["sdp_type"], "pc_id": new_pc}
 
-    async def candidates(self, session_id: str | None, request: CandidatesRequest) -> None:
+    async def candidates(
+        self, session_id: str | None, request: CandidatesRequest, acting: str | None = None
+    ) -> None:
         session = self._by_pc.get(request.pc_id)
-        if session is None or (session_id is not None and session.session_id != session_id):
+        if (
+            session is None
+            or (session_id is not None and session.session_id != session_id)
+            or (acting is not None and session.owner != acting)
+        ):
             raise CallError(404, "unknown_pc", f"no peer connection {request.pc_id}")
         if session.bot is None or session.record is not None:
             raise CallError(409, "session_ended", f"session {session.session_id} has ended")
@@ -251,9 +266,11 @@ class CallManager:
         except BotError as exc:
             raise _call_error(exc) from None
 
-    async def hangup(self, session_id: str, reason: str = "hangup") -> dict[str, Any] | None:
+    async def hangup(
+        self, session_id: str, reason: str = "hangup", acting: str | None = None
+    ) -> dict[str, Any] | None:
         """End a call (or forget a session that never got one); ``None`` if unknown."""
-        session = self.sessions.get(session_id)
+        session = self._find(session_id, acting)
         if session is None:
             return None
         if session.bot is None:
@@ -272,8 +289,8 @@ class CallManager:
                 await asyncio.wait_for(session.ended.wait(), 5.0)
         return session.to_json()
 
-    def get(self, session_id: str) -> dict[str, Any] | None:
-        session = self.sessions.get(session_id)
+    def get(self, session_id: str, acting: str | None = None) -> dict[str, Any] | None:
+        session = self._find(session_id, acting)
         return session.to_json() if session is not None else None
 
     def live_calls(self) -> list[Session]:
@@ -342,6 +359,7 @@ class CallManager:
             bot_pid=session.bot.pid if session.bot is not None else None,
             metrics={"turns": session.turns} if session.turns else {},
             logs=tuple(session.logs),
+            owner=session.owner,
         )
         session.record = record
         self.ended_by_reason[reason] = self.ended_by_reason.get(reason, 0) + 1

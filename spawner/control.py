@@ -8,6 +8,10 @@ GET    /sessions/{id}            live session, or 404
 DELETE /sessions/{id}            hang up; the final record, or 404
 GET    /status                   pool and call counts
 GET    /metrics                  Prometheus text
+
+A request made with an API key carries that key's opaque owner id: in the body of the
+requests that create a session, in the ``Voicebots-Owner`` header of those that act on one,
+which then answer 404 for a session another key started.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from spawner.exceptions import CallError
 from spawner.metrics import SpawnerMetrics
 from spawner.pool import Pool
 
-__all__ = ["build_control_app"]
+__all__ = ["OWNER_HEADER", "build_control_app"]
+
+#: Header with the opaque owner id of the API key a session-scoped request was made with.
+OWNER_HEADER = "voicebots-owner"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -49,6 +56,15 @@ async def _json_body(request: Request) -> Any:
 def _owner(body: Any) -> str | None:
     """The opaque owner id signaling passes (a hash of the caller's API key, never the key)."""
     owner = body.get("owner") if isinstance(body, dict) else None
+    return _checked_owner(owner)
+
+
+def _acting(request: Request) -> str | None:
+    """The owner id of the API key a session-scoped request was made with, if any."""
+    return _checked_owner(request.headers.get(OWNER_HEADER))
+
+
+def _checked_owner(owner: Any) -> str | None:
     if owner is not None and (not isinstance(owner, str) or not 0 < len(owner) <= 64):
         raise ValueError("'owner' must be a string of 1 to 64 characters")
     return owner
@@ -82,7 +98,7 @@ def build_control_app(calls: CallManager, pool: Pool, metrics: SpawnerMetrics) -
         body = await _json_body(request)
         parsed = OfferRequest.parse(body)
         session_id = request.path_params.get("session_id")
-        owner = _owner(body) if session_id is None else None
+        owner = _owner(body) if session_id is None else _acting(request)
         parent = extract(request.headers)
         with tracer.start_as_current_span(
             "assign", context=parent, kind=trace.SpanKind.SERVER
@@ -97,13 +113,15 @@ def build_control_app(calls: CallManager, pool: Pool, metrics: SpawnerMetrics) -
         body = await _json_body(request)
         parsed = CandidatesRequest.parse(body)
         session_id = body.get("session_id") if isinstance(body, dict) else None
-        await calls.candidates(session_id if isinstance(session_id, str) else None, parsed)
+        await calls.candidates(
+            session_id if isinstance(session_id, str) else None, parsed, _acting(request)
+        )
         return JSONResponse({"status": "success"})
 
     @_guard
     async def get_session(request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        found = calls.get(session_id)
+        found = calls.get(session_id, _acting(request))
         if found is None:
             return error_response(404, "unknown_session", f"no live session {session_id}")
         return JSONResponse(found)
@@ -111,7 +129,7 @@ def build_control_app(calls: CallManager, pool: Pool, metrics: SpawnerMetrics) -
     @_guard
     async def delete_session(request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        found = await calls.hangup(session_id)
+        found = await calls.hangup(session_id, acting=_acting(request))
         if found is None:
             return error_response(404, "unknown_session", f"no live session {session_id}")
         return JSONResponse(found)

@@ -52,9 +52,9 @@ class Recorder:
     def backlog(self) -> int:
         return self._spool.count()
 
-    async def open_call(self, session_id: str, started_at: float) -> None:
+    async def open_call(self, session_id: str, started_at: float, owner: str | None) -> None:
         try:
-            self._spool.open_journal(session_id, started_at)
+            self._spool.open_journal(session_id, started_at, owner)
         except OSError as exc:
             # The call goes on; only a spawner crash during it could now lose its lines.
             logger.bind(session_id=session_id).error(f"could not open the call's journal: {exc}")
@@ -62,6 +62,8 @@ class Recorder:
             "status": CallStatus.ACTIVE.value,
             "started_at": repr(started_at),
         }
+        if owner is not None:
+            fields["owner"] = owner
         try:
             await self._redis.hset(call_key(session_id), mapping=fields)
         except _DELIVERY_ERRORS as exc:

@@ -75,9 +75,9 @@ class Spool:
         handle.write(json.dumps(line.to_json()) + "\n")
         handle.flush()
 
-    def open_journal(self, session_id: str, started_at: float) -> None:
+    def open_journal(self, session_id: str, started_at: float, owner: str | None = None) -> None:
         handle = open(self._live / f"{_safe(session_id)}.jsonl", "a")
-        handle.write(json.dumps({"started_at": started_at}) + "\n")
+        handle.write(json.dumps({"started_at": started_at, "owner": owner}) + "\n")
         handle.flush()
         self._journals[session_id] = handle
 
@@ -94,12 +94,13 @@ class Spool:
         for path in sorted(self._live.glob("*.jsonl")):
             if path.stem in self._journals:
                 continue
-            started_at, lines = path.stat().st_mtime, []
+            started_at, owner, lines = path.stat().st_mtime, None, []
             for raw in path.read_text().splitlines():
                 try:
                     item = json.loads(raw)
                     if "started_at" in item:
                         started_at = float(item["started_at"])
+                        owner = str(item["owner"]) if item.get("owner") else None
                     else:
                         lines.append(TranscriptLine.from_json(item))
                 except (ValueError, TypeError):
@@ -112,6 +113,7 @@ class Spool:
                     ended_at=path.stat().st_mtime,
                     end_reason="spawner_lost",
                     transcript=tuple(lines),
+                    owner=owner,
                 )
             )
         return records

@@ -25,6 +25,7 @@ from tests.test_security_sdp import OFFER_SDP, _without
 
 KEY_A = "key-alpha-5b8e0c7d9f14a2e6"
 KEY_B = "key-bravo-0f3a9d2c6b7e8145"
+METRICS_TOKEN = "scrape-7c41e9a0d2b85f36"
 ORIGIN = "https://app.example.com"
 TOKEN_TTL = 3.0
 BURST = 5
@@ -36,6 +37,7 @@ ENV = {
     "VOICEBOTS_RATE_LIMIT": "6",  # per minute: one token every 10 s once the burst is spent
     "VOICEBOTS_RATE_BURST": str(BURST),
     "VOICEBOTS_MAX_CALLS_PER_KEY": "1",
+    "VOICEBOTS_METRICS_TOKEN": METRICS_TOKEN,
 }
 _addresses = (f"198.51.100.{n}" for n in itertools.count(1))
 
@@ -155,10 +157,49 @@ def test_a_session_token_works_for_its_own_session_only(system: System) -> None:
             "'sdp' has no DTLS fingerprint (a=fingerprint) for its audio m-line",
         )
         assert page.delete(f"/api/sessions/{session}").json()["status"] == "cancelled"
-    # An API key may act on any session (the customer's backend hanging up, say).
-    other = _start(system, KEY_B)["sessionId"]
-    with _client(system, KEY_A) as backend:
-        assert backend.delete(f"/api/sessions/{other}").json()["status"] == "cancelled"
+
+
+def test_an_api_key_acts_only_on_the_sessions_it_started(system: System) -> None:
+    theirs = _start(system, KEY_B)["sessionId"]
+    offer = {"sdp": OFFER_SDP, "type": "offer"}
+    before = _spawner_state(system)
+    with _client(system, KEY_A) as other_backend:
+        replies = [
+            other_backend.get(f"/api/sessions/{theirs}"),
+            other_backend.delete(f"/api/sessions/{theirs}"),
+            other_backend.post(f"/sessions/{theirs}/api/offer", json=offer),
+            other_backend.patch(
+                f"/sessions/{theirs}/api/offer", json={"pc_id": "pc-1", "candidates": []}
+            ),
+        ]
+    # To another key the session does not exist: the same 404 as an unknown id.
+    for reply in replies[:3]:
+        assert _error(reply, 404) == ("unknown_session", f"no session {theirs}"), reply.text
+    assert _error(replies[3], 404)[0] == "unknown_pc"
+    assert _spawner_state(system) == before
+    # Its own key (the customer's backend hanging up, say) still can.
+    with _client(system, KEY_B) as backend:
+        assert backend.get(f"/api/sessions/{theirs}").json()["status"] == "pending"
+        assert backend.delete(f"/api/sessions/{theirs}").json()["status"] == "cancelled"
+
+
+def test_metrics_need_the_metrics_token_or_an_api_key(system: System) -> None:
+    with _client(system, key=None) as scraper:
+        refused = scraper.get("/metrics")
+        wrong = scraper.get("/metrics", headers=_bearer("scrape-not-the-token-0000"))
+        token = _start(system)["token"]
+        session_token = scraper.get("/metrics", headers=_bearer(token))
+        by_token = scraper.get("/metrics", headers=_bearer(METRICS_TOKEN))
+        by_key = scraper.get("/metrics", headers=_bearer(KEY_B))
+    assert _error(refused, 401)[1] == (
+        "this request needs 'Authorization: Bearer <metrics token or API key>'"
+    )
+    for reply in (wrong, session_token):
+        assert _error(reply, 401)[1] == "invalid metrics token or API key"
+    for reply in (by_token, by_key):
+        assert reply.status_code == 200
+        assert "voicebots_idle_bots" in reply.text
+    assert METRICS_TOKEN not in system.log("signaling")
 
 
 def test_session_tokens_expire(system: System) -> None:
@@ -360,6 +401,17 @@ async def test_per_key_cap_on_concurrent_calls(system: System) -> None:
         assert int(reply.headers["retry-after"]) >= 1
     assert start_b.status_code == 200  # the cap is per key
     assert again.status_code == 200  # and frees up when the call ends
+
+    # The ended call's record is its key's (or its token's) alone.
+    ended = f"/api/sessions/{result.session_id}"
+    async with httpx.AsyncClient(base_url=system.url, timeout=10) as client:
+        own = await client.get(ended, headers=_addressed(KEY_A))
+        other = await client.get(ended, headers=_addressed(KEY_B))
+        hangup_other = await client.delete(ended, headers=_addressed(KEY_B))
+    assert own.status_code == 200 and own.json()["status"] == "completed", own.text
+    assert own.json()["transcript"]
+    for reply in (other, hangup_other):
+        assert _error(reply, 404) == ("unknown_session", f"no session {result.session_id}")
 
 
 def _addressed(key: str) -> dict[str, str]:

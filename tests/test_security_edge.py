@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -110,6 +111,22 @@ def test_session_tokens() -> None:
     clock.now = 1060
     with pytest.raises(TokenError, match=r"^session token has expired"):
         tokens.verify(token, "abc")
+
+
+def test_a_session_token_has_one_spelling_only() -> None:
+    tokens = SessionTokens(b"x" * 32, ttl=60, clock=Clock())
+    token, _expires = tokens.issue("abc")
+    prefix, payload, mac = token.split(".")
+    # 32 MAC bytes in 43 base64 characters: the last one carries 2 bits and 4 unused ones.
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    high = alphabet.index(mac[-1]) & 0b110000
+    respelled = [alphabet[high | low] for low in range(16) if alphabet[high | low] != mac[-1]]
+    assert len(respelled) == 15
+    for last in respelled:
+        # The same MAC bytes once decoded, yet not the token that was issued.
+        with pytest.raises(TokenError, match=r"^invalid API key or session token$"):
+            tokens.verify(f"{prefix}.{payload}.{mac[:-1]}{last}", "abc")
+    tokens.verify(token, "abc")
 
 
 # -- rate limit ---------------------------------------------------------------------------
