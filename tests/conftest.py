@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.system import Redis, run_redis
+from tests.system import SYSTEMS_DIR_ENV, Redis, run_redis
 
 # pytest-timeout (300 s, in pyproject) fails a test that runs too long, but the teardown that
 # follows can hang too. This watchdog covers a whole test, setup to teardown: past it, every
@@ -38,6 +38,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         yield
     finally:
         watchdog.cancel()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _systems_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Test systems' logs and spools go under pytest's temporary directory, not /tmp."""
+    os.environ[SYSTEMS_DIR_ENV] = str(tmp_path_factory.mktemp("systems"))
+    yield
+    os.environ.pop(SYSTEMS_DIR_ENV, None)
 
 
 @pytest.fixture(scope="module")

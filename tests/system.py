@@ -167,6 +167,11 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
             process.wait(5)
 
 
+#: Where each test system keeps its logs and spool; conftest points it into pytest's own
+#: temporary directory, of which pytest keeps the last three runs.
+SYSTEMS_DIR_ENV = "VOICEBOTS_TEST_SYSTEMS_DIR"
+
+
 def base_env(redis_url: str) -> dict[str, str]:
     env = {
         k: v
@@ -182,7 +187,7 @@ def run_system(
     redis_server: Redis, env: dict[str, str] | None = None, min_idle: int = 2, max_bots: int = 4
 ) -> Iterator[System]:
     """The spawner and signaling as real processes, configured through their environment."""
-    logs = Path(tempfile.mkdtemp(prefix="voicebots-test-"))
+    logs = Path(tempfile.mkdtemp(prefix="system-", dir=os.environ.get(SYSTEMS_DIR_ENV)))
     spawner_port, signaling_port = free_port(), free_port()
     full_env = base_env(redis_server.url)
     full_env.update(
