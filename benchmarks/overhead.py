@@ -19,6 +19,11 @@ measuring client's own buffering:
 - ``caller_jitter_buffer``: aiortc's audio receiver on the *caller* hands a frame out only when
   4 later packets have arrived: 4 x 20 ms = 80 ms after the reply's first packet.
 
+Where the bot's turn report carries its VAD stop on the host clock (``vad_stop_at``), the
+overhead is split in three: **in** = speech end → VAD stop, minus ``vad_stop``; **bot** = VAD
+stop → the bot's first audio out, minus the turn wait and the provider delays; **out** = first
+audio out → the caller's reply frame, minus the caller's jitter buffer.
+
 What remains — audio receive and decode in the bot (including the bot's own 80 ms aiortc jitter
 buffer), resampling, VAD inference lag, frame hops through the pipeline, the HTTP round trips
 to the providers, TTS audio through the output transport, Opus encoding and packetization —
@@ -91,6 +96,8 @@ class TurnSample:
     overhead_ms: float
     #: The bot's own milestones of the turn, ms after its VAD stop (``bots.turn_metrics``).
     bot_turn: dict[str, float]
+    #: The overhead split into in / bot / out (ms), when the bot reported ``vad_stop_at``.
+    split: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,26 @@ def _sample(result: CallResult, subtracted: Subtracted) -> TurnSample | str:
     return TurnSample(
         voice_to_voice_ms=v2v * 1000,
         overhead_ms=(v2v - subtracted.total) * 1000,
-        bot_turn=bot_turn,
+        bot_turn={k: v for k, v in bot_turn.items() if k != "vad_stop_at"},
+        split=_split(result, bot_turn, subtracted),
     )
+
+
+def _split(
+    result: CallResult, bot_turn: dict[str, float], subtracted: Subtracted
+) -> dict[str, float] | None:
+    vad_stop_at, audio_out_ms = bot_turn.get("vad_stop_at"), bot_turn.get("audio_out_ms")
+    if None in (vad_stop_at, audio_out_ms, result.speech_end_at, result.reply_at):
+        return None
+    assert vad_stop_at is not None and audio_out_ms is not None
+    assert result.speech_end_at is not None and result.reply_at is not None
+    waits = subtracted.turn_wait + subtracted.llm_first_token + subtracted.tts_first_byte
+    out_from = vad_stop_at + audio_out_ms / 1000
+    return {
+        "in_ms": round((vad_stop_at - result.speech_end_at - subtracted.vad_stop) * 1000, 1),
+        "bot_ms": round(audio_out_ms - waits * 1000, 1),
+        "out_ms": round((result.reply_at - out_from - subtracted.caller_jitter_buffer) * 1000, 1),
+    }
 
 
 async def _delayed_call(options: CallOptions, delay: float) -> CallResult:

@@ -150,6 +150,13 @@ def table(results: dict[str, Any]) -> str:
         f"| {_fmt(overhead['p50_ms'])} / {_fmt(overhead['p95_ms'], ' ms')} | | "
         f"| {_met(results, 'overhead_p50_ms')} |"
     )
+    split = first.get("overhead_split_p50_ms") or {}
+    if split:
+        rows.append(
+            "| … of which in (speech end → bot VAD stop) / bot (→ first audio out) / out "
+            f"(→ caller), p50 | {_fmt(split['in_ms'])} / {_fmt(split['bot_ms'])} / "
+            f"{_fmt(split['out_ms'], ' ms')} | | | |"
+        )
     rows.append(
         f"| concurrent calls with overhead p95 < {_fmt(overhead['limit_ms'], ' ms')} "
         f"| {overhead['max_calls_p95_under_limit']} | | "

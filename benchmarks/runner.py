@@ -210,6 +210,12 @@ def _level_report(calls: int, rounds: Sequence[LevelRound], limit_ms: float) -> 
             k: round(percentile([s.bot_turn[k] for s in samples if k in s.bot_turn], 50), 1)
             for k in milestones
         },
+        "overhead_split_p50_ms": {
+            part: round(percentile([split[part] for split in splits], 50), 1)
+            for part in ("in_ms", "bot_ms", "out_ms")
+        }
+        if (splits := [s.split for s in samples if s.split is not None])
+        else {},
         "caller_loop_lag_ms": round(max((r.loop_lag_ms for r in rounds), default=0.0), 1),
         "ok": bool(samples) and not failures and overhead.p95 < limit_ms,
     }

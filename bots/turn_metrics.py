@@ -8,6 +8,10 @@ Milestones of a turn, in milliseconds after the VAD's "user stopped speaking":
     tts_first_ms    the first synthesized audio
     audio_out_ms    the transport started sending bot audio — voice-to-voice, as the bot sees it
 
+and ``vad_stop_at``, the VAD stop itself on the host's monotonic clock (seconds, the clock of
+``time.monotonic()`` in every process), so a client on the same host can split its own
+voice-to-voice time into the way in (to the VAD stop) and the way out (after ``audio_out``).
+
 The VAD stop itself comes ``vad_stop_secs`` after the user's last sound; that wait is the
 configured price of knowing speech ended, and is reported separately as ``vad_wait_ms``.
 
@@ -19,6 +23,7 @@ copy is read here, so every milestone is measured from when the VAD actually dec
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,6 +52,9 @@ class TurnMetricsObserver(BaseObserver):
         self._on_turn = on_turn
         self._vad_wait_ms = round(vad_stop_secs * 1000, 1)
         self._turns = 0
+        #: Host monotonic ns minus pipeline clock ns: the least seen is the true offset plus
+        #: the shortest delay between a push and its observation.
+        self._clock_offset: int | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -57,6 +65,9 @@ class TurnMetricsObserver(BaseObserver):
         if not data.first_push:
             return
         frame, now = data.frame, data.timestamp
+        offset = time.monotonic_ns() - now
+        if self._clock_offset is None or offset < self._clock_offset:
+            self._clock_offset = offset
         if isinstance(frame, (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)) and (
             data.direction is not FrameDirection.UPSTREAM
         ):
@@ -88,6 +99,8 @@ class TurnMetricsObserver(BaseObserver):
         assert self._vad_stop is not None
         self._turns += 1
         report: TurnReport = {"turn": self._turns, "vad_wait_ms": self._vad_wait_ms}
+        if self._clock_offset is not None:
+            report["vad_stop_at"] = round((self._vad_stop + self._clock_offset) / 1e9, 4)
         for name in ("stt", "turn_end", "llm_first", "tts_first", "audio_out"):
             if name in self._marks:
                 report[f"{name}_ms"] = round((self._marks[name] - self._vad_stop) / 1e6, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -60,6 +61,10 @@ async def test_milestones_are_measured_from_the_vad_stop() -> None:
             (1600, BotStartedSpeakingFrame()),
         ]
     )
+    # The VAD stop on the host's clock: the last frame was pushed "just now", at 1600 ms on
+    # the pipeline clock, so the stop at 1000 ms was 0.6 s ago.
+    vad_stop_at = reports[0].pop("vad_stop_at")
+    assert -0.001 <= time.monotonic() - 0.6 - vad_stop_at < 0.5  # rounded to 0.1 ms
     assert reports == [
         {
             "turn": 1,
