@@ -24,10 +24,10 @@ overhead is split in three: **in** = speech end → VAD stop, minus ``vad_stop``
 stop → the bot's first audio out, minus the turn wait and the provider delays; **out** = first
 audio out → the caller's reply frame, minus the caller's jitter buffer.
 
-What remains — audio receive and decode in the bot (including the bot's own 80 ms aiortc jitter
-buffer), resampling, VAD inference lag, frame hops through the pipeline, the HTTP round trips
-to the providers, TTS audio through the output transport, Opus encoding and packetization —
-is the framework's overhead.
+What remains — audio receive and decode in the bot (including its own jitter buffer,
+``VOICEBOTS_JITTER_FRAMES`` x 20 ms), resampling, VAD inference lag, frame hops through the
+pipeline, the HTTP round trips to the providers, TTS audio through the output transport, Opus
+encoding and packetization — is the framework's overhead.
 """
 
 from __future__ import annotations

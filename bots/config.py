@@ -114,8 +114,9 @@ class BotConfig:
     vad_stop_secs: float = 0.2
     #: Extra silence after VAD stop before the turn ends (the ``vad`` strategy).
     turn_stop_secs: float = 0.3
-    #: Later frames aiortc's audio jitter buffer waits for before releasing one (20 ms each).
-    jitter_frames: int = 1
+    #: Later packets the audio jitter buffer waits for before releasing one (20 ms each):
+    #: 0 hands each packet on as it arrives (media/jitter.py).
+    jitter_frames: int = 0
     #: A call that has not connected by then ends with ``connect_timeout``.
     connect_timeout: float = 20.0
     #: No inbound audio for this long ends the call with ``idle_timeout``.
@@ -198,7 +199,7 @@ def _choice(environ: Environ, name: str, default: str, allowed: tuple[str, ...])
 
 
 def _jitter_frames(environ: Environ) -> int:
-    frames = env_int(environ, "VOICEBOTS_JITTER_FRAMES", BotConfig.jitter_frames, minimum=1)
+    frames = env_int(environ, "VOICEBOTS_JITTER_FRAMES", BotConfig.jitter_frames, minimum=0)
     if frames > MAX_JITTER_FRAMES:
         raise ValueError(f"VOICEBOTS_JITTER_FRAMES must be <= {MAX_JITTER_FRAMES}, got {frames}")
     return frames

@@ -26,6 +26,7 @@ import pipecat.services.openai.llm
 import pipecat.services.openai.stt
 import pipecat.services.openai.tts
 import pipecat.transports.smallwebrtc.transport  # noqa: F401
+import uvloop  # noqa: F401
 
 import bots.pipeline
 import bots.process

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from typing import Any
 
+import uvloop
 from loguru import logger
 from opentelemetry import trace
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
@@ -56,7 +57,7 @@ def bot_main(sock: socket.socket, config: BotConfig) -> None:
     # whole process group and must not kill live calls before the spawner drains them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(bot.run(tracing_enabled=tracing.enabled))
+        uvloop.run(bot.run(tracing_enabled=tracing.enabled))
     except ConnectionError:
         # The spawner went away (or retired this bot before it was ready): nothing to serve.
         pass

@@ -1,9 +1,17 @@
-"""How long inbound audio waits in aiortc's jitter buffer before the pipeline hears it.
+"""How long inbound audio waits in the bot's jitter buffer before the pipeline hears it.
 
-aiortc releases an audio frame only once ``prefetch`` later frames have arrived: 4 by
-default, so every 20 ms Opus frame reaches VAD and STT 80 ms after it was received. For a
-voice agent that delay sits inside every reply. voicebots sets the prefetch per call (fewer
-frames: less delay, less tolerance for packets arriving out of order).
+aiortc's receiver buffer is built for video, where a frame spans several packets: it knows a
+frame is complete only when a packet of the *next* frame arrives, and it then waits for
+``prefetch`` more (4 by default). For Opus every packet is a whole 20 ms frame, so each one
+reached VAD and STT 20 ms after it arrived even at the smallest prefetch, and 80 ms at
+aiortc's default — a delay inside every reply of a voice agent.
+
+:class:`AudioJitterBuffer` treats each packet as a complete frame and releases the oldest as
+soon as ``prefetch`` newer packets are held behind it: at 0, on arrival. A missing packet is
+waited for while ``LOSS_PATIENCE`` more arrive, then given up as lost (aiortc waits until its
+16-packet buffer overflows, and keeps the 300 ms backlog that leaves). One frame leaves per
+packet that arrives, so a late packet leaves a frame of delay behind it; the delay is kept
+to ``prefetch + LOSS_PATIENCE`` frames by dropping the oldest.
 
 aiortc has no public setting for this; the receiver's buffer is a private attribute, the
 same one pipecat resizes for video. :func:`tune_audio_receivers` says when it cannot.
@@ -13,14 +21,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from loguru import logger
 
-__all__ = ["AUDIO_CAPACITY", "tune_audio_receivers"]
+__all__ = ["AUDIO_CAPACITY", "LOSS_PATIENCE", "AudioJitterBuffer", "tune_audio_receivers"]
 
 #: Packets an audio jitter buffer holds (aiortc's own value; a power of two).
 AUDIO_CAPACITY = 16
+#: Packets that may arrive after a missing one before it is given up as lost (20 ms each).
+LOSS_PATIENCE = 2
 _ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
+
+
+class AudioJitterBuffer(JitterBuffer):
+    """aiortc's buffer (ordering, capacity, overflow) with one packet per frame."""
+
+    def __init__(self, prefetch: int) -> None:
+        super().__init__(capacity=AUDIO_CAPACITY, prefetch=prefetch)
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        if self._origin is None:
+            return None
+        slots = [self._packets[(self._origin + i) % self.capacity] for i in range(self.capacity)]
+        present = [i for i, slot in enumerate(slots) if slot is not None]
+        held = 0  # packets in sequence from the oldest slot on
+        while held < len(slots) and slots[held] is not None:
+            held += 1
+        if held <= self._prefetch and len(present) <= self._prefetch + LOSS_PATIENCE:
+            return None  # still prefetching, or still waiting for a missing packet
+        # Missing packets before the one released are lost; beyond the buffer's own delay
+        # (after a late or lost packet) the oldest are dropped to catch up.
+        index = present[max(0, len(present) - 1 - self._prefetch - LOSS_PATIENCE)]
+        packet = slots[index]
+        assert packet is not None
+        self.remove(index + 1)
+        return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
 
 
 def tune_audio_receivers(pc: Any, prefetch: int) -> int:
@@ -38,8 +73,8 @@ def tune_audio_receivers(pc: Any, prefetch: int) -> int:
         if not isinstance(current, JitterBuffer):
             logger.warning("this aiortc has no receiver jitter buffer to tune; kept its own")
             continue
-        if getattr(current, "_prefetch", None) == prefetch:
+        if isinstance(current, AudioJitterBuffer) and current._prefetch == prefetch:
             continue
-        setattr(receiver, _ATTRIBUTE, JitterBuffer(capacity=AUDIO_CAPACITY, prefetch=prefetch))
+        setattr(receiver, _ATTRIBUTE, AudioJitterBuffer(prefetch))
         tuned += 1
     return tuned

@@ -16,6 +16,8 @@ def run_signaling(config: SignalingConfig) -> None:
         host=config.host,
         port=config.port,
         log_level="warning",
+        loop="uvloop",
+        http="httptools",
         # A stopping signaling server lets in-flight offers finish; live calls are not its.
         timeout_graceful_shutdown=10,
     )

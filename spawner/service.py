@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+import uvloop
 from loguru import logger
 
 from spawner.calls import CallManager
@@ -89,6 +90,7 @@ class Spawner:
                 host=config.host,
                 port=config.port,
                 log_level="warning",
+                http="httptools",
                 lifespan="off",
             )
         )
@@ -131,4 +133,4 @@ class Spawner:
 
 
 def run_spawner(config: SpawnerConfig) -> None:
-    asyncio.run(Spawner(config).run())
+    uvloop.run(Spawner(config).run())

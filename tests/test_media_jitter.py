@@ -1,11 +1,15 @@
-"""The bot's audio jitter buffer: tuned on aiortc's real receivers, once, audio only."""
+"""The bot's audio jitter buffer: one packet per frame, loss given up in bounded time, and
+installed on aiortc's real receivers, once, audio only."""
 
 from __future__ import annotations
 
+import pytest
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
 
-from media.jitter import tune_audio_receivers
+from bots.config import BotConfig
+from media.jitter import LOSS_PATIENCE, AudioJitterBuffer, tune_audio_receivers
 
 
 def _buffer(pc: RTCPeerConnection, kind: str) -> JitterBuffer:
@@ -26,6 +30,7 @@ async def test_audio_receivers_get_the_configured_prefetch() -> None:
 
         assert tune_audio_receivers(bot, 1) == 1
         audio = _buffer(bot, "audio")
+        assert isinstance(audio, AudioJitterBuffer)
         assert (audio._prefetch, audio.capacity) == (1, 16)
         assert _buffer(bot, "video") is video  # video keeps aiortc's own
         # A renegotiation tunes again; a receiver already tuned keeps its buffer and frames.
@@ -34,3 +39,61 @@ async def test_audio_receivers_get_the_configured_prefetch() -> None:
     finally:
         await caller.close()
         await bot.close()
+
+
+def _feed(buffer: JitterBuffer, sequence: list[int]) -> list[int | None]:
+    """Adds packets in the given order; returns, per packet added, the frame released."""
+    released: list[int | None] = []
+    for n in sequence:
+        packet = RtpPacket(payload_type=111, sequence_number=n % 65536, timestamp=n * 960)
+        packet._data = n.to_bytes(4, "big")  # type: ignore[attr-defined]
+        _pli, frame = buffer.add(packet)
+        released.append(None if frame is None else int.from_bytes(frame.data, "big"))
+    return released
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 2])
+def test_each_packet_is_a_frame_released_after_prefetch_more(prefetch: int) -> None:
+    released = _feed(AudioJitterBuffer(prefetch), list(range(100, 110)))
+    # Packet n leaves when n + prefetch arrives; aiortc's own buffer cannot go below 1.
+    assert released == [None] * prefetch + list(range(100, 110 - prefetch))
+    held = max(1, prefetch)
+    aiortc = _feed(JitterBuffer(capacity=16, prefetch=prefetch), list(range(100, 110)))
+    assert aiortc == [None] * held + list(range(100, 110 - held))
+
+
+def test_a_packet_arriving_late_is_still_played_in_order() -> None:
+    assert _feed(AudioJitterBuffer(0), [1, 2, 4, 3, 5, 6]) == [1, 2, None, 3, 4, 5]
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_a_lost_packet_is_given_up_after_loss_patience_more(prefetch: int) -> None:
+    sequence = [1, 2, *range(4, 14)]  # 3 never arrives
+    released = _feed(AudioJitterBuffer(prefetch), sequence)
+    assert released[:2] == ([None] * prefetch + [1, 2])[:2]
+    # Waiting for 3 while LOSS_PATIENCE more arrive, then 3 is lost and play goes on, in
+    # order, never more than prefetch + LOSS_PATIENCE frames behind.
+    assert released[2 : 2 + LOSS_PATIENCE] == [None] * LOSS_PATIENCE
+    played = [n for n in released if n is not None]
+    assert played == sorted(played) and 3 not in played
+    assert played[-1] >= sequence[-1] - prefetch - LOSS_PATIENCE
+    # aiortc's own buffer waits for its 16 slots to overflow.
+    assert _feed(JitterBuffer(capacity=16, prefetch=1), sequence)[2:] == [None] * 10
+
+
+def test_sequence_numbers_wrap() -> None:
+    # (The payload carries the unwrapped number.)
+    assert _feed(AudioJitterBuffer(0), [65534, 65535, 65536, 65537]) == [
+        65534,
+        65535,
+        65536,
+        65537,
+    ]
+
+
+def test_the_bots_setting() -> None:
+    assert BotConfig.from_env({}).jitter_frames == 0
+    assert BotConfig.from_env({"VOICEBOTS_JITTER_FRAMES": "3"}).jitter_frames == 3
+    for bad in ("-1", "9", "two"):
+        with pytest.raises(ValueError, match="VOICEBOTS_JITTER_FRAMES"):
+            BotConfig.from_env({"VOICEBOTS_JITTER_FRAMES": bad})
