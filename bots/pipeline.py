@@ -7,6 +7,7 @@ the services, the VAD and turn models, the pipeline and its task — is built by
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bots.config import BotConfig, TurnStrategy
 from bots.record import TranscriptLine
-from bots.services import make_http_client, make_llm, make_stt, make_tts
+from bots.services import make_http_client, make_llm, make_stt, make_tts, preconnect
 from bots.turn_metrics import ReportCallback, TurnMetricsObserver
 from media import ice
 from media.jitter import tune_audio_receivers
@@ -87,6 +88,8 @@ class CallPipeline:
     task: PipelineWorker
     inbound: _InboundAudioClock
     jitter_frames: int
+    #: Opens the provider connections the first turn will use (none for offline providers).
+    preconnect: Callable[[], Awaitable[None]] | None = None
     #: Set from connection/transport events; read when the pipeline has ended.
     end_reason: str = ""
 
@@ -186,6 +189,7 @@ def prepare_call(
         task=task,
         inbound=inbound,
         jitter_frames=config.jitter_frames,
+        preconnect=None if http is None else functools.partial(preconnect, http, config.providers),
     )
 
     @aggregators.user().event_handler("on_user_turn_message_added")

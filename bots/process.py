@@ -155,6 +155,9 @@ class Bot:
             await self._channel.send({"type": "bye", "end_reason": code, "failed": True})
             return code
         await self._channel.send(_answer_message(assign.get("req"), answer))
+        if call.preconnect is not None:
+            # While ICE and DTLS complete and the caller starts talking.
+            self._spawn(call.preconnect())
 
         @call.connection.event_handler("connected")
         async def _on_connected(_connection: Any) -> None:

@@ -17,6 +17,8 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from bots.config import ProviderConfig
+from bots.services import PRECONNECTIONS, make_http_client, preconnect
 from tests.fakes.audio import SPEECH_SAMPLE_RATE, parse_wav, tone_speech, wav_bytes
 from tests.fakes.openai_server import DEFAULT_TRANSCRIPT, FakeOpenAI, run_fake_openai
 
@@ -321,3 +323,32 @@ async def test_pipecat_openai_stt(fake: FakeOpenAI) -> None:
     (received,) = fake.transcriptions
     assert received.fields["model"] == ["gpt-4o-transcribe"]
     assert received.audio_duration >= len(speech) / 32_000
+
+
+async def test_models_list(client: AsyncOpenAI) -> None:
+    models = [model.id async for model in client.models.list()]
+    assert "gpt-4o-mini" in models
+
+
+async def test_preconnect_leaves_connections_for_the_first_turn() -> None:
+    async with run_fake_openai(api_key="sk-right") as fake:
+        providers = ProviderConfig(openai_api_key="sk-right", openai_base_url=fake.base_url)
+        async with make_http_client() as http:
+            await preconnect(http, providers)
+            assert fake.requests["/v1/models"] == PRECONNECTIONS
+            pool = http._transport._pool  # type: ignore[attr-defined]
+            assert len(pool.connections) == PRECONNECTIONS
+            # The turn's requests take those connections instead of opening their own (the
+            # client is not closed here: closing it would close the shared HTTP client).
+            client = AsyncOpenAI(base_url=fake.base_url, api_key="sk-right", http_client=http)
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert len(pool.connections) == PRECONNECTIONS
+
+
+async def test_preconnect_failures_are_only_logged() -> None:
+    # Nothing listens on port 9 (discard) of loopback here: the connections are refused.
+    providers = ProviderConfig(openai_base_url="http://127.0.0.1:9/v1")
+    async with make_http_client() as http:
+        await preconnect(http, providers)

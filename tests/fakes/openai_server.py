@@ -71,6 +71,7 @@ __all__ = [
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 CHAT = "/v1/chat/completions"
 SPEECH = "/v1/audio/speech"
+MODELS = "/v1/models"
 #: Bytes per streamed speech chunk: 100 ms of 24 kHz s16le.
 SPEECH_CHUNK_BYTES = 4_800
 MAX_SPEECH_INPUT = 4_096
@@ -122,6 +123,7 @@ class FakeOpenAI:
                 Route(TRANSCRIPTIONS, self._guard(self._transcribe), methods=["POST"]),
                 Route(CHAT, self._guard(self._chat), methods=["POST"]),
                 Route(SPEECH, self._guard(self._speech), methods=["POST"]),
+                Route(MODELS, self._guard(self._models), methods=["GET"]),
                 Route("/_fake/requests", self._report, methods=["GET"]),
             ],
             exception_handlers={HTTPException: self._http_error},
@@ -162,6 +164,18 @@ class FakeOpenAI:
                 return error.response()
 
         return endpoint
+
+    async def _models(self, _request: Request) -> Response:
+        models = ("gpt-4o-mini", "gpt-4o-mini-transcribe", "gpt-4o-mini-tts", "whisper-1")
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": model, "object": "model", "created": 0, "owned_by": "fake"}
+                    for model in models
+                ],
+            }
+        )
 
     def _check_auth(self, request: Request) -> None:
         expected = self.options.api_key
