@@ -42,8 +42,9 @@ class BenchConfig:
 
     @property
     def warm_bots(self) -> int:
-        """Idle bots kept: enough for the largest burst and the highest level."""
-        return max(*self.bursts, *self.overhead_levels)
+        """Idle bots kept: enough for the largest burst, the CPU window's calls and the
+        highest level."""
+        return max(*self.bursts, self.cpu_calls, *self.overhead_levels)
 
     @classmethod
     def small_run(cls, out_dir: Path) -> BenchConfig:

@@ -48,7 +48,9 @@ ReportCallback = Callable[[TurnReport], Awaitable[None]]
 
 class TurnMetricsObserver(BaseObserver):
     def __init__(self, on_turn: ReportCallback, vad_stop_secs: float) -> None:
-        super().__init__()
+        # Each frame once, where it is first pushed: not again at every processor it crosses
+        # (an audio frame crosses five), which would cost a queue hop each.
+        super().__init__(observe_every_push=False)
         self._on_turn = on_turn
         self._vad_wait_ms = round(vad_stop_secs * 1000, 1)
         self._turns = 0
@@ -63,7 +65,7 @@ class TurnMetricsObserver(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed) -> None:
         if not data.first_push:
-            return
+            return  # (the pipeline sends only first pushes; a direct caller may not)
         frame, now = data.frame, data.timestamp
         offset = time.monotonic_ns() - now
         if self._clock_offset is None or offset < self._clock_offset:
