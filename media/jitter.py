@@ -40,19 +40,23 @@ class AudioJitterBuffer(JitterBuffer):
         super().__init__(capacity=AUDIO_CAPACITY, prefetch=prefetch)
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
-        if self._origin is None:
+        origin, capacity, packets = self._origin, self.capacity, self._packets
+        if origin is None:
             return None
-        slots = [self._packets[(self._origin + i) % self.capacity] for i in range(self.capacity)]
-        present = [i for i, slot in enumerate(slots) if slot is not None]
-        held = 0  # packets in sequence from the oldest slot on
-        while held < len(slots) and slots[held] is not None:
+        held = 0  # packets in sequence from the oldest slot on (usually one, or none)
+        while held < capacity and packets[(origin + held) % capacity] is not None:
             held += 1
-        if held <= self._prefetch and len(present) <= self._prefetch + LOSS_PATIENCE:
-            return None  # still prefetching, or still waiting for a missing packet
-        # Missing packets before the one released are lost; beyond the buffer's own delay
-        # (after a late or lost packet) the oldest are dropped to catch up.
-        index = present[max(0, len(present) - 1 - self._prefetch - LOSS_PATIENCE)]
-        packet = slots[index]
+        if held > self._prefetch:
+            # Behind by more than the buffer's own delay (after a late packet): catch up.
+            index = max(0, held - 1 - self._prefetch - LOSS_PATIENCE)
+        else:
+            present = [*range(held)]
+            present += [i for i in range(held + 1, capacity) if packets[(origin + i) % capacity]]
+            if len(present) <= self._prefetch + LOSS_PATIENCE:
+                return None  # still prefetching, or still waiting for a missing packet
+            # Missing packets before the one released are lost; drop to catch up as above.
+            index = present[max(0, len(present) - 1 - self._prefetch - LOSS_PATIENCE)]
+        packet = packets[(origin + index) % capacity]
         assert packet is not None
         self.remove(index + 1)
         return JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
