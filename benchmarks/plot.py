@@ -79,6 +79,7 @@ def _overhead(ax: Axes, results: dict[str, Any]) -> None:
     for stat, style in (("p50", "o-"), ("p95", "s--")):
         ax.plot(calls, [lv["overhead_ms"][stat] for lv in levels], style, label=stat, color=OURS)
     ax.axhline(overhead["limit_ms"], color="tab:red", linestyle="--", linewidth=1, label="limit")
+    ax.set_ylim(bottom=0)  # the limit line stays in view when every level is above it
     ax.set_xticks(calls)
     ax.set_xlabel("concurrent calls")
     ax.set_ylabel("voice-to-voice overhead (ms)")
