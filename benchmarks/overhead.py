@@ -150,16 +150,15 @@ def _split(
     result: CallResult, bot_turn: dict[str, float], subtracted: Subtracted
 ) -> dict[str, float] | None:
     vad_stop_at, audio_out_ms = bot_turn.get("vad_stop_at"), bot_turn.get("audio_out_ms")
-    if None in (vad_stop_at, audio_out_ms, result.speech_end_at, result.reply_at):
+    speech_end_at, reply_at = result.speech_end_at, result.reply_at
+    if vad_stop_at is None or audio_out_ms is None or speech_end_at is None or reply_at is None:
         return None
-    assert vad_stop_at is not None and audio_out_ms is not None
-    assert result.speech_end_at is not None and result.reply_at is not None
     waits = subtracted.turn_wait + subtracted.llm_first_token + subtracted.tts_first_byte
     out_from = vad_stop_at + audio_out_ms / 1000
     return {
-        "in_ms": round((vad_stop_at - result.speech_end_at - subtracted.vad_stop) * 1000, 1),
+        "in_ms": round((vad_stop_at - speech_end_at - subtracted.vad_stop) * 1000, 1),
         "bot_ms": round(audio_out_ms - waits * 1000, 1),
-        "out_ms": round((result.reply_at - out_from - subtracted.caller_jitter_buffer) * 1000, 1),
+        "out_ms": round((reply_at - out_from - subtracted.caller_jitter_buffer) * 1000, 1),
     }
 
 

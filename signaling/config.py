@@ -52,7 +52,7 @@ class SecurityConfig:
         keys = env_list(environ, "VOICEBOTS_API_KEYS")
         for index, key in enumerate(keys, start=1):
             # The message names the position, never the value: it may reach a log.
-            if len(key) < MIN_SECRET_CHARS or any(c.isspace() for c in key):
+            if _guessable(key):
                 raise ValueError(
                     f"VOICEBOTS_API_KEYS: key {index} has {len(key)} characters; each key needs "
                     f"at least {MIN_SECRET_CHARS}, without spaces (e.g. `openssl rand -hex 24`)"
@@ -64,9 +64,7 @@ class SecurityConfig:
                 f"{MIN_SECRET_CHARS}"
             )
         metrics_token = env_str(environ, "VOICEBOTS_METRICS_TOKEN", "")
-        if metrics_token and (
-            len(metrics_token) < MIN_SECRET_CHARS or any(c.isspace() for c in metrics_token)
-        ):
+        if metrics_token and _guessable(metrics_token):
             raise ValueError(
                 f"VOICEBOTS_METRICS_TOKEN has {len(metrics_token)} characters; it needs at "
                 f"least {MIN_SECRET_CHARS}, without spaces"
@@ -119,6 +117,11 @@ class SecurityConfig:
             f"{self.token_ttl:g} s; CORS origins: {origins}; rate limit: {rate}{proxy}; "
             f"{scrape}"
         )
+
+
+def _guessable(bearer: str) -> bool:
+    """A bearer credential too short to resist guessing, or one HTTP would mangle."""
+    return len(bearer) < MIN_SECRET_CHARS or any(c.isspace() for c in bearer)
 
 
 def _derive_secret(keys: tuple[str, ...]) -> bytes:

@@ -70,6 +70,13 @@ class Session:
         }
 
 
+def _visible_to(session: Session, acting: str | None) -> bool:
+    """A request made with another API key than the one that started the session does not
+    see it (``acting`` is ``None`` for a session token, which signaling has already bound to
+    its session, and when auth is off)."""
+    return acting is None or session.owner == acting
+
+
 def _call_error(exc: BotError) -> CallError:
     """A bot's refusal as the HTTP error for the client: its input (400), the server's
     shortage of UDP ports (503), or the bot's own failure (502)."""
@@ -134,13 +141,9 @@ class CallManager:
             )
 
     def _find(self, session_id: str, acting: str | None) -> Session | None:
-        """The session, unless the request comes with another API key than the one that
-        started it: to that key it does not exist (``acting`` is ``None`` for a session
-        token, already bound to the session by signaling, and when auth is off)."""
+        """The session, if ``acting`` may see it (see :func:`_visible_to`)."""
         session = self.sessions.get(session_id)
-        if session is None or (acting is not None and session.owner != acting):
-            return None
-        return session
+        return session if session is not None and _visible_to(session, acting) else None
 
     async def offer(
         self, session_id: str | None, offer: OfferRequest, owner: str | None = None
@@ -253,7 +256,7 @@ class CallManager:
         if (
             session is None
             or (session_id is not None and session.session_id != session_id)
-            or (acting is not None and session.owner != acting)
+            or not _visible_to(session, acting)
         ):
             raise CallError(404, "unknown_pc", f"no peer connection {request.pc_id}")
         if session.bot is None or session.record is not None:
