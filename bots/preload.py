@@ -33,6 +33,7 @@ import bots.process
 import bots.providers.espeak_tts
 import bots.providers.offline_llm
 import bots.providers.offline_stt
+import bots.rehearsal
 from bots.config import ProviderConfig
 
 #: Modules otherwise imported inside each bot, after the fork.
@@ -79,6 +80,7 @@ for _name in LAZY_MODULES:
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
 _touch_openai_client()
+bots.rehearsal.rehearse_offer()
 
 # pocketsphinx's model (~90 MB), loaded once here and shared by every bot, when bots transcribe
 # offline. The fork server inherits the spawner's environment; it is the zygote's only

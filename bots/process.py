@@ -30,6 +30,7 @@ from bots.faults import inject_fault, requested_fault
 from bots.pipeline import CallPipeline, prepare_call
 from bots.protocol import Channel, Message, ProtocolError
 from bots.record import TranscriptLine
+from bots.rehearsal import rehearse_answer
 from bots.turn_metrics import TurnReport
 from media.logs import LogRecord, configure_logging
 from media.ports import NoFreePort
@@ -40,6 +41,9 @@ __all__ = ["Bot", "bot_main"]
 
 #: Log lines waiting to travel to the spawner; beyond this the oldest are dropped.
 MAX_PENDING_LOG_LINES = 500
+#: After its answer, a bot waits for the spawner's ``start`` (sent within
+#: ``spawner.pool.START_HOLD``) at most this long before it starts its pipeline anyway.
+START_WAIT = 1.0
 
 
 def bot_main(sock: socket.socket, config: BotConfig) -> None:
@@ -82,6 +86,7 @@ class Bot:
         self._channel: Channel | None = None
         self._call: CallPipeline | None = None
         self._connected = asyncio.Event()
+        self._start = asyncio.Event()
         self._stop = asyncio.Event()
         self._end_reason = ""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -114,6 +119,9 @@ class Bot:
                 }
             )
             self._spawn(self._heartbeat())
+            # In idle time (an offer arriving meanwhile waits its ~5 ms); after prepare_call,
+            # so that the rehearsal's peer uses the call's ICE policy too.
+            await rehearse_answer()
             first = await channel.recv()
             if first is None or first["type"] == "hangup":
                 return  # retired while idle
@@ -155,9 +163,6 @@ class Bot:
             await self._channel.send({"type": "bye", "end_reason": code, "failed": True})
             return code
         await self._channel.send(_answer_message(assign.get("req"), answer))
-        if call.preconnect is not None:
-            # While ICE and DTLS complete and the caller starts talking.
-            self._spawn(call.preconnect())
 
         @call.connection.event_handler("connected")
         async def _on_connected(_connection: Any) -> None:
@@ -167,13 +172,22 @@ class Bot:
         fault = requested_fault(assign.get("request_data")) if self._config.faults else None
         if fault is not None:
             self._spawn(inject_fault(*fault))
-
-        runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
-        await runner.add_workers(call.task)
-        pipeline_task = self._spawn(runner.run())
         self._spawn(self._read_commands())
         self._spawn(self._watchdog())
         stop_task = self._spawn(self._stop.wait())
+        # Answers first: the pipeline starts when the spawner says so, once the offers of a
+        # burst are answered. Meanwhile aiortc serves the caller's ICE checks and DTLS.
+        start_task = self._spawn(self._start.wait())
+        await asyncio.wait(
+            {start_task, stop_task}, timeout=START_WAIT, return_when=asyncio.FIRST_COMPLETED
+        )
+        start_task.cancel()
+        if call.preconnect is not None:
+            # While ICE and DTLS complete and the caller starts talking.
+            self._spawn(call.preconnect())
+        runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
+        await runner.add_workers(call.task)
+        pipeline_task = self._spawn(runner.run())
         await asyncio.wait({pipeline_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if not pipeline_task.done():
             await call.task.cancel()
@@ -211,6 +225,8 @@ class Bot:
             kind = message["type"]
             if kind == "hangup":
                 self._end(str(message.get("reason") or "hangup"))
+            elif kind == "start":
+                self._start.set()
             elif kind == "offer":
                 self._spawn(self._renegotiate(message))
             elif kind == "candidates":

@@ -8,6 +8,7 @@ spawner → bot
     ``assign``     {req, session_id, sdp, sdp_type, request_data, trace}  — take this call
     ``offer``      {req, sdp, sdp_type, restart_pc}        — renegotiation of the same call
     ``candidates`` {req, pc_id, candidates: [{candidate, sdp_mid, sdp_mline_index}]}
+    ``start``      {}                                       — answered: start the pipeline
     ``hangup``     {reason}                                 — end the call (or, idle: exit)
 
 bot → spawner

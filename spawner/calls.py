@@ -219,6 +219,7 @@ class CallManager:
             raise error from None
         session.pc_id = str(reply["pc_id"])
         self._by_pc[session.pc_id] = session
+        self._pool.start_after_answers(bot)
         logger.bind(session_id=session.session_id).info(f"bot {bot.pid} answered")
         return {"sdp": reply["sdp"], "type": reply["sdp_type"], "pc_id": reply["pc_id"]}
 

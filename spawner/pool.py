@@ -7,12 +7,13 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 from loguru import logger
 
 from bots.protocol import Message
-from spawner.bot_handle import BotHandle, BotState
+from spawner.bot_handle import BotError, BotHandle, BotState
 from spawner.config import SpawnerConfig
 from spawner.limits import Limiter
 from spawner.zygote import Zygote
@@ -21,9 +22,17 @@ __all__ = ["NoCapacity", "Pool"]
 
 #: Seconds of assignments that make up the recent arrival rate.
 ARRIVAL_WINDOW = 30.0
-#: A fork takes a core for a while; while offers are being answered (and bots are still idle)
-#: the refill waits for them, but never longer than this after the oldest began.
+#: A bot's warm-up takes a core for ~80 ms; while offers are being answered the refill waits
+#: for them — unless a call is waiting for a bot — but never longer than this after the
+#: oldest began. A burst that takes the last idle bot is answered first, refilled after.
 REFILL_DEFER = 0.5
+#: Offers of one burst reach the spawner over tens of milliseconds: the refill also waits
+#: this long after the last answer, in case another offer follows.
+REFILL_QUIET = 0.1
+#: Answers first: a bot that has answered starts its pipeline (~15 ms of CPU) once no other
+#: offer is being answered, or at the latest this long after its own answer — by then its
+#: caller is still completing ICE and DTLS, which the bot serves meanwhile.
+START_HOLD = 0.25
 
 EventCallback = Callable[[BotHandle, Message], Awaitable[None]]
 ExitCallback = Callable[[BotHandle], Awaitable[None]]
@@ -62,7 +71,11 @@ class Pool:
         self.accepting = True
         self.spawn_failures = 0
         self._arrivals: deque[float] = deque()
-        self._answering: dict[int, float] = {}  # bot pid → when its offer was handed over
+        self._answering: set[int] = set()  # bots answering an offer, by pid
+        self._answered_at = -math.inf  # when the last answer (of any bot) came back
+        self._burst_began = -math.inf  # when the first offer after a quiet spell came
+        self._waiting = 0  # calls in acquire() waiting for a bot to become ready
+        self._held: dict[int, BotHandle] = {}  # answered bots not yet told to start
 
     # -- counts ---------------------------------------------------------------------------
 
@@ -138,11 +151,14 @@ class Pool:
                     raise NoCapacity(retry_after=5.0, draining=True)
                 if not can_grow or remaining <= 0:
                     raise NoCapacity(retry_after=2.0)
+                self._waiting += 1
                 self._changed.notify_all()  # let the maintainer start one if it can
                 try:
                     await asyncio.wait_for(self._changed.wait(), remaining)
                 except TimeoutError:
                     raise NoCapacity(retry_after=2.0) from None
+                finally:
+                    self._waiting -= 1
 
     async def notify(self) -> None:
         async with self._changed:
@@ -151,17 +167,53 @@ class Pool:
     @contextlib.asynccontextmanager
     async def answering(self, bot: BotHandle) -> AsyncIterator[None]:
         """While ``bot`` answers its offer; the refill behind it starts once it is done."""
-        self._answering[bot.pid] = time.monotonic()
+        now = time.monotonic()
+        if not self._answering and now - self._answered_at > REFILL_QUIET:
+            self._burst_began = now
+        self._answering.add(bot.pid)
         try:
             yield
         finally:
-            del self._answering[bot.pid]
+            self._answering.discard(bot.pid)
+            self._answered_at = time.monotonic()
+            self._release_held()
             await self.notify()
 
+    def start_after_answers(self, bot: BotHandle) -> None:
+        """Tell ``bot``, which has answered, to start its call once no offer is being
+        answered (see :data:`START_HOLD`)."""
+        self._held[bot.pid] = bot
+        asyncio.get_running_loop().call_later(START_HOLD, self._release, bot.pid)
+        self._release_held()
+
+    def _release_held(self) -> None:
+        if not self._answering:
+            for pid in list(self._held):
+                self._release(pid)
+
+    def _release(self, pid: int) -> None:
+        bot = self._held.pop(pid, None)
+        if bot is not None:
+            self._later(self._send_start(bot))
+
+    @staticmethod
+    async def _send_start(bot: BotHandle) -> None:
+        # A bot gone meanwhile has ended its call; its exit is handled on its own.
+        with contextlib.suppress(BotError):
+            await bot.send({"type": "start"})
+
+    def _later(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _refill_deferred(self) -> bool:
-        if not self._answering or self.count(BotState.IDLE) == 0:
+        """While a burst of offers is being answered (see :data:`REFILL_DEFER`)."""
+        if self._waiting:
             return False
-        return time.monotonic() - min(self._answering.values()) < REFILL_DEFER
+        now = time.monotonic()
+        in_burst = bool(self._answering) or now - self._answered_at < REFILL_QUIET
+        return in_burst and now - self._burst_began < REFILL_DEFER
 
     async def _maintain(self) -> None:
         """Refill to target and kill bots whose heartbeats stopped."""
@@ -174,9 +226,7 @@ class Pool:
                 wanted = 0
             for _ in range(max(0, min(wanted, room))):
                 self._starting += 1
-                task = asyncio.create_task(self._spawn_one())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._later(self._spawn_one())
             async with self._changed:
                 try:
                     await asyncio.wait_for(self._changed.wait(), 0.05 if deferred else 0.5)

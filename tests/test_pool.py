@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from bots.config import BotConfig
 from spawner.bot_handle import BotState
 from spawner.config import SpawnerConfig
 from spawner.limits import Limiter, LimitsConfig
-from spawner.pool import REFILL_DEFER, Pool
+from spawner.pool import REFILL_DEFER, REFILL_QUIET, START_HOLD, Pool
 from spawner.zygote import Zygote
 
 
@@ -59,14 +60,82 @@ async def test_refill_waits_for_answers_in_flight_but_not_for_long() -> None:
     assert not pool._refill_deferred()
     async with pool.answering(answering):  # type: ignore[arg-type]
         assert pool._refill_deferred()
-        pool._answering[2] -= REFILL_DEFER  # an answer slower than the deferral allows
+        pool._burst_began -= REFILL_DEFER  # a burst longer than the deferral allows
         assert not pool._refill_deferred()
+
+
+async def test_refill_waits_a_moment_after_the_last_answer_for_the_next_offer() -> None:
+    pool = _pool(min_idle=2, max_bots=8)
+    first, second = _Bot(1, BotState.BUSY), _Bot(2, BotState.BUSY)
+    async with pool.answering(first):  # type: ignore[arg-type]
+        pass
+    assert pool._refill_deferred()  # another offer of the burst may be on its way
+    began = pool._burst_began
+    async with pool.answering(second):  # type: ignore[arg-type]
+        assert pool._burst_began == began  # the same burst: its deferral is not extended
+    pool._answered_at -= REFILL_QUIET
     assert not pool._refill_deferred()
 
 
-async def test_refill_is_not_deferred_when_no_bot_is_idle() -> None:
+async def test_refill_waits_when_the_burst_took_the_last_idle_bot() -> None:
     pool = _pool(min_idle=2, max_bots=8)
     answering = _Bot(2, BotState.BUSY)
     pool.bots = {2: answering}  # type: ignore[dict-item]
     async with pool.answering(answering):  # type: ignore[arg-type]
+        assert pool._refill_deferred()
+
+
+async def test_refill_is_not_deferred_when_a_call_waits_for_a_bot() -> None:
+    pool = _pool(min_idle=0, max_bots=2, assign_wait=5.0)
+    answering = _Bot(2, BotState.BUSY)
+    pool.bots = {2: answering}  # type: ignore[dict-item]
+    async with pool.answering(answering):  # type: ignore[arg-type]
+        waiter = asyncio.create_task(pool.acquire())
+        await asyncio.sleep(0)  # it finds no idle bot and waits
+        assert pool._waiting == 1
         assert not pool._refill_deferred()
+        pool.bots[1] = _Bot(1, BotState.IDLE)  # type: ignore[assignment]
+        await pool.notify()
+        assert (await waiter).pid == 1
+    assert pool._waiting == 0
+
+
+class _AnsweredBot(_Bot):
+    """A bot in a call, recording what the pool sends it."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid, BotState.BUSY)
+        self.sent: list[dict[str, object]] = []
+
+    async def send(self, message: dict[str, object]) -> None:
+        self.sent.append(message)
+
+
+async def test_answered_bot_starts_at_once_when_no_other_offer_is_answered() -> None:
+    pool = _pool(min_idle=0, max_bots=4)
+    bot = _AnsweredBot(1)
+    pool.start_after_answers(bot)  # type: ignore[arg-type]
+    await asyncio.gather(*pool._tasks)
+    assert bot.sent == [{"type": "start"}]
+
+
+async def test_answered_bot_starts_when_the_burst_is_answered() -> None:
+    pool = _pool(min_idle=0, max_bots=4)
+    first, second = _AnsweredBot(1), _AnsweredBot(2)
+    async with pool.answering(second):  # type: ignore[arg-type]
+        pool.start_after_answers(first)  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert first.sent == []  # held while the second offer is answered
+    pool.start_after_answers(second)  # type: ignore[arg-type]
+    await asyncio.gather(*pool._tasks)
+    assert first.sent == second.sent == [{"type": "start"}]
+
+
+async def test_answered_bot_is_held_no_longer_than_start_hold() -> None:
+    pool = _pool(min_idle=0, max_bots=4)
+    bot, slow = _AnsweredBot(1), _AnsweredBot(2)
+    async with pool.answering(slow):  # type: ignore[arg-type]
+        pool.start_after_answers(bot)  # type: ignore[arg-type]
+        await asyncio.sleep(START_HOLD + 0.05)
+        await asyncio.gather(*pool._tasks)
+        assert bot.sent == [{"type": "start"}]

@@ -17,8 +17,10 @@ from tests.system import ROOT, base_env
 _PROBE = """
 import json, sys
 import bots.preload
+import bots.rehearsal
 from bots.providers import offline_stt
 print(json.dumps({
+    "rehearsed": (bots.rehearsal._offer_sdp or "").startswith("v=0"),
     "missing": [m for m in bots.preload.LAZY_MODULES if m not in sys.modules],
     "decoder": offline_stt._preloaded is not None,
     "openai": "openai.resources.chat.completions.completions" in sys.modules,
@@ -48,7 +50,7 @@ def no_preloaded_decoder() -> Iterator[None]:
 
 def test_preload_imports_what_bots_would_import_after_the_fork() -> None:
     found = _probe(OPENAI_BASE_URL="http://127.0.0.1:9/v1")
-    assert found == {"missing": [], "decoder": False, "openai": True}
+    assert found == {"missing": [], "decoder": False, "openai": True, "rehearsed": True}
 
 
 def test_the_zygote_loads_the_decoder_only_for_offline_stt() -> None:
