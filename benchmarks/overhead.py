@@ -3,8 +3,7 @@
 The caller speaks one question (then digital silence) and measures, with the headless caller's
 own clock, **voice-to-voice** = ``reply_at - speech_end_at``: from the last loud sample of the
 question handed to its encoder to the first loud 20 ms frame of the bot's reply it decodes.
-From that, :class:`Subtracted` removes every wait that is configured or injected, and the
-measuring client's own buffering:
+From that, :class:`Subtracted` removes every wait that is configured or injected:
 
 - ``vad_stop``: ``VOICEBOTS_VAD_STOP_SECS`` — Silero declares "stopped speaking" only after
   this much silence;
@@ -15,14 +14,15 @@ measuring client's own buffering:
 - ``llm_first_token``: the fake LLM's delay before its first streamed token (the whole short
   reply follows at once, so no sentence aggregation wait is injected);
 - ``tts_first_byte``: the fake TTS's delay before its first audio byte (its tone synthesis is
-  instant, so the delay is exact);
-- ``caller_jitter_buffer``: aiortc's audio receiver on the *caller* hands a frame out only when
-  4 later packets have arrived: 4 x 20 ms = 80 ms after the reply's first packet.
+  instant, so the delay is exact).
+
+The caller keeps no jitter buffer: the reply's instant is its first loud packet's arrival (see
+:class:`media.caller.CallResult`), so nothing of the measuring client is subtracted.
 
 Where the bot's turn report carries its VAD stop on the host clock (``vad_stop_at``), the
 overhead is split in three: **in** = speech end → VAD stop, minus ``vad_stop``; **bot** = VAD
 stop → the bot's first audio out, minus the turn wait and the provider delays; **out** = first
-audio out → the caller's reply frame, minus the caller's jitter buffer.
+audio out → the caller's reply packet.
 
 What remains — audio receive and decode in the bot (including its own jitter buffer,
 ``VOICEBOTS_JITTER_FRAMES`` x 20 ms), resampling, VAD inference lag, frame hops through the
@@ -43,9 +43,6 @@ from media.signaling_client import CallError
 
 __all__ = ["LevelRound", "LoopLag", "Subtracted", "TurnSample", "run_level"]
 
-#: aiortc's audio JitterBuffer(capacity=16, prefetch=4) at 20 ms per packet.
-CALLER_JITTER_BUFFER_S = 4 * 0.020
-
 
 @dataclass(frozen=True)
 class Subtracted:
@@ -55,7 +52,6 @@ class Subtracted:
     turn_wait: float
     llm_first_token: float
     tts_first_byte: float
-    caller_jitter_buffer: float = CALLER_JITTER_BUFFER_S
 
     @classmethod
     def of(
@@ -76,13 +72,7 @@ class Subtracted:
 
     @property
     def total(self) -> float:
-        return (
-            self.vad_stop
-            + self.turn_wait
-            + self.llm_first_token
-            + self.tts_first_byte
-            + self.caller_jitter_buffer
-        )
+        return self.vad_stop + self.turn_wait + self.llm_first_token + self.tts_first_byte
 
     def to_json(self) -> dict[str, Any]:
         data = {f"{k}_ms": round(v * 1000, 1) for k, v in asdict(self).items()}
@@ -158,7 +148,7 @@ def _split(
     return {
         "in_ms": round((vad_stop_at - speech_end_at - subtracted.vad_stop) * 1000, 1),
         "bot_ms": round(audio_out_ms - waits * 1000, 1),
-        "out_ms": round((reply_at - out_from - subtracted.caller_jitter_buffer) * 1000, 1),
+        "out_ms": round((reply_at - out_from) * 1000, 1),
     }
 
 

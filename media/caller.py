@@ -46,6 +46,7 @@ from media.audio import (
     speech_end,
     write_wav,
 )
+from media.jitter import tune_audio_receivers
 from media.signaling_client import (
     CallError,
     SignalingClient,
@@ -110,8 +111,9 @@ class RtviMessage:
 class CallResult:
     """What one call measured. Instants are monotonic seconds; durations are seconds.
 
-    Frames from the bot come out of aiortc's audio jitter buffer, which holds 4 packets: every
-    frame instant (``first_audio_at``, ``reply_at``) is ~80 ms after its packet arrived.
+    The caller keeps no jitter buffer (:class:`media.jitter.AudioJitterBuffer` without
+    prefetch): every frame instant (``first_audio_at``, ``reply_at``) is its packet's arrival,
+    plus decoding. (aiortc's own would hold each packet until 4 more have come.)
     """
 
     session_id: str
@@ -237,6 +239,7 @@ class Call:
         await pc.setRemoteDescription(
             RTCSessionDescription(sdp=answer["sdp"], type=answer.get("type", "answer"))
         )
+        tune_audio_receivers(pc, 0)
         if self._options.trickle:
             await self._client.patch_candidates(
                 self.session_id, self.pc_id, candidates_from_sdp(sdp)

@@ -94,9 +94,19 @@ def wav_bytes(pcm: bytes, sample_rate: int, channels: int = 1) -> bytes:
     return out.getvalue()
 
 
+#: Rise and fall of each burst of :func:`tone_speech` (no click, no quiet onset).
+TONE_EDGE_S = 0.005
+
+
 def tone_speech(text: str, *, speed: float = 1.0, sample_rate: int = SPEECH_SAMPLE_RATE) -> bytes:
-    """A voiced 220 Hz tone, one raised-cosine burst per word (60 ms per letter), 24 kHz PCM."""
+    """A voiced 220 Hz tone, one burst per word (60 ms per letter), 24 kHz PCM.
+
+    Each burst rises and falls in ``TONE_EDGE_S``: the reply's first 20 ms packet is already
+    loud, so a listener finds where the audio starts to the packet (a burst shaped as one
+    raised cosine stays under -50 dBFS for its first ~13 ms).
+    """
     words = text.split() or [text]
+    edge = int(TONE_EDGE_S * sample_rate)
     gap = np.zeros(int(0.08 / speed * sample_rate), dtype=np.float64)
     pieces: list[np.ndarray] = []
     for word in words:
@@ -108,7 +118,11 @@ def tone_speech(text: str, *, speed: float = 1.0, sample_rate: int = SPEECH_SAMP
             + 0.5 * np.sin(2 * np.pi * 440 * t)
             + 0.25 * np.sin(2 * np.pi * 660 * t)
         )
-        envelope = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+        envelope = np.ones(n)
+        ramp = min(edge, n // 2)
+        if ramp:
+            rise = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+            envelope[:ramp], envelope[n - ramp :] = rise, rise[::-1]
         pieces.extend((voice * envelope, gap))
     signal = np.concatenate(pieces) / 1.75 * 0.4 * 32767
     return signal.astype("<i2").tobytes()
