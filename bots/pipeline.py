@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -40,6 +39,7 @@ from bots.config import BotConfig, TurnStrategy
 from bots.record import TranscriptLine
 from bots.services import make_http_client, make_llm, make_stt, make_tts, preconnect
 from bots.turn_metrics import ReportCallback, TurnMetricsObserver
+from bots.vad import InlineSileroVAD
 from media import ice
 from media.jitter import tune_audio_receivers
 
@@ -147,7 +147,7 @@ def prepare_call(
             audio_out_10ms_chunks=2,
         ),
     )
-    vad = SileroVADAnalyzer(params=VADParams(stop_secs=config.vad_stop_secs))
+    vad = InlineSileroVAD(params=VADParams(stop_secs=config.vad_stop_secs))
     context = LLMContext(messages=[{"role": "system", "content": config.system_prompt}])
     aggregators = LLMContextAggregatorPair(
         context,
