@@ -2,7 +2,8 @@
 
 The caller speaks one question (then digital silence) and measures, with the headless caller's
 own clock, **voice-to-voice** = ``reply_at - speech_end_at``: from the last loud sample of the
-question handed to its encoder to the first loud 20 ms frame of the bot's reply it decodes.
+question handed to its encoder to the arrival of the packet of the first loud 20 ms frame of
+the bot's reply it decodes.
 From that, :class:`Subtracted` removes every wait that is configured or injected:
 
 - ``vad_stop``: ``VOICEBOTS_VAD_STOP_SECS`` — Silero declares "stopped speaking" only after
@@ -16,8 +17,8 @@ From that, :class:`Subtracted` removes every wait that is configured or injected
 - ``tts_first_byte``: the fake TTS's delay before its first audio byte (its tone synthesis is
   instant, so the delay is exact).
 
-The caller keeps no jitter buffer: the reply's instant is its first loud packet's arrival (see
-:class:`media.caller.CallResult`), so nothing of the measuring client is subtracted.
+The caller keeps no jitter buffer and times the reply by its packet's arrival (see
+:class:`media.caller.CallResult`), so nothing of the measuring client needs subtracting.
 
 Where the bot's turn report carries its VAD stop on the host clock (``vad_stop_at``), the
 overhead is split in three: **in** = speech end → VAD stop, minus ``vad_stop``; **bot** = VAD

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -60,6 +59,7 @@ __all__ = [
     "CallError",
     "CallOptions",
     "CallResult",
+    "PacketArrivals",
     "RtviMessage",
     "SignalingClient",
     "WavTrack",
@@ -72,9 +72,35 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Inbound packets whose arrival is remembered until their frame is decoded (2 s of audio).
+MAX_ARRIVALS = 100
 #: RTVI protocol spoken by pipecat 1.14; a different major version makes the bot report an error.
 RTVI_VERSION = "2.2.0"
 _POLL = 0.05
+
+
+class PacketArrivals:
+    """When the last :data:`MAX_ARRIVALS` inbound RTP packets arrived, by RTP timestamp.
+
+    aiortc gives a decoded frame the pts of its packet counted from the first packet's RTP
+    timestamp (wrapping at 2**32), so :meth:`of` finds a frame's packet from its pts.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[int, float] = {}
+        self._origin: int | None = None
+
+    def note(self, timestamp: int, at: float) -> None:
+        if self._origin is None:
+            self._origin = timestamp
+        self._at[timestamp] = at
+        if len(self._at) > MAX_ARRIVALS:
+            del self._at[next(iter(self._at))]
+
+    def of(self, pts: int) -> float | None:
+        if self._origin is None:
+            return None
+        return self._at.get((self._origin + pts) % (1 << 32))
 
 
 @dataclass(frozen=True)
@@ -111,9 +137,11 @@ class RtviMessage:
 class CallResult:
     """What one call measured. Instants are monotonic seconds; durations are seconds.
 
-    The caller keeps no jitter buffer (:class:`media.jitter.AudioJitterBuffer` without
-    prefetch): every frame instant (``first_audio_at``, ``reply_at``) is its packet's arrival,
-    plus decoding. (aiortc's own would hold each packet until 4 more have come.)
+    Every frame instant (``first_audio_at``, ``reply_at``) is the arrival of the frame's RTP
+    packet, read from the receiver as it comes in: the caller keeps no jitter buffer
+    (:class:`media.jitter.AudioJitterBuffer` without prefetch; aiortc's own would hold each
+    packet until 4 more have come), and decoding, its thread hop and this process's event-loop
+    lag are not counted.
     """
 
     session_id: str
@@ -193,6 +221,7 @@ class Call:
         self._offer_at = 0.0
         self._connected_at: float | None = None
         self._first_rtp_at: float | None = None
+        self._arrivals = PacketArrivals()
         self._first_audio_at: float | None = None
         self._reply_at: float | None = None
         self._last_voiced_at: float | None = None
@@ -221,7 +250,7 @@ class Call:
         self._pc = pc
         pc.on("connectionstatechange", self._on_state)
         transceiver = pc.addTransceiver(self.track, direction="sendrecv")
-        self._watch_first_rtp(transceiver.receiver)
+        self._watch_rtp(transceiver.receiver)
         self._channel = channel = pc.createDataChannel("chat", ordered=True)
         channel.on("open", self._on_open)
         channel.on("message", self._on_message)
@@ -314,19 +343,25 @@ class Call:
             and now - self._last_voiced_at >= self._options.reply_silence
         )
 
-    def _watch_first_rtp(self, receiver: RTCRtpReceiver) -> None:
+    def _watch_rtp(self, receiver: RTCRtpReceiver) -> None:
         # aiortc has no event for inbound RTP; the DTLS transport looks the handler up on the
-        # receiver instance each packet, so an instance attribute intercepts the first one and
-        # then removes itself.
+        # receiver instance each packet, so an instance attribute sees every packet arrive.
         original = receiver._handle_rtp_packet
 
-        async def first_packet(packet: Any, arrival_time_ms: int) -> None:
-            self._first_rtp_at = time.monotonic()
-            with contextlib.suppress(AttributeError):
-                delattr(receiver, "_handle_rtp_packet")
+        async def arrived(packet: Any, arrival_time_ms: int) -> None:
+            now = time.monotonic()
+            if self._first_rtp_at is None:
+                self._first_rtp_at = now
+            self._arrivals.note(packet.timestamp, now)
             await original(packet, arrival_time_ms=arrival_time_ms)
 
-        setattr(receiver, "_handle_rtp_packet", first_packet)  # noqa: B010 - mypy forbids `=`
+        setattr(receiver, "_handle_rtp_packet", arrived)  # noqa: B010 - mypy forbids `=`
+
+    def _arrival(self, frame: AudioFrame) -> float:
+        """When the packet of a decoded ``frame`` arrived: the decoder thread's hand-over and
+        this process's own event-loop lag come after, and are not the bot's."""
+        arrived = None if frame.pts is None else self._arrivals.of(frame.pts)
+        return time.monotonic() if arrived is None else arrived
 
     async def _record(self, track: MediaStreamTrack) -> None:
         while True:
@@ -334,8 +369,8 @@ class Call:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            now = time.monotonic()
             assert isinstance(frame, AudioFrame)
+            now = self._arrival(frame)
             samples = frame_to_mono(frame)
             if frame.sample_rate != SAMPLE_RATE:
                 samples = resample(samples, frame.sample_rate, SAMPLE_RATE)

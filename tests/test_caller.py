@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from media import audio
-from media.caller import CallError, CallOptions, main, run_call
+from media.caller import MAX_ARRIVALS, CallError, CallOptions, PacketArrivals, main, run_call
 
 TONE_START, TONE_END, WAV_SECONDS = 0.3, 0.9, 1.3
 
@@ -282,3 +282,18 @@ def test_audio_helpers(tmp_path: Path) -> None:
     assert audio.is_silent(samples[-4800:]) and not audio.is_silent(samples[:4800])
     assert audio.dbfs(np.zeros(10, np.int16)) == float("-inf")
     assert audio.speech_end(np.zeros(10, np.int16)) is None
+
+
+def test_a_decoded_frame_finds_its_packet_arrival_across_the_timestamp_wrap() -> None:
+    arrivals = PacketArrivals()
+    assert arrivals.of(0) is None
+    first = (1 << 32) - 960  # the next packet's timestamp wraps to 0
+    for n in range(3):
+        arrivals.note((first + n * 960) % (1 << 32), at=10.0 + n * 0.02)
+    assert arrivals.of(0) == 10.0
+    assert arrivals.of(960) == 10.02 and arrivals.of(1920) == 10.04
+    assert arrivals.of(2880) is None  # not arrived yet
+    for n in range(3, 3 + MAX_ARRIVALS):
+        arrivals.note((first + n * 960) % (1 << 32), at=10.0 + n * 0.02)
+    assert arrivals.of(0) is None  # forgotten: only the last MAX_ARRIVALS are kept
+    assert arrivals.of((2 + MAX_ARRIVALS) * 960) is not None
