@@ -119,9 +119,7 @@ class Bot:
                 }
             )
             self._spawn(self._heartbeat())
-            # In idle time (an offer arriving meanwhile waits its ~5 ms); after prepare_call,
-            # so that the rehearsal's peer uses the call's ICE policy too.
-            await rehearse_answer()
+            await self._rehearse()
             first = await channel.recv()
             if first is None or first["type"] == "hangup":
                 return  # retired while idle
@@ -130,6 +128,16 @@ class Bot:
             await self._take_call(first)
         finally:
             await self._close()
+
+    @staticmethod
+    async def _rehearse() -> None:
+        """Rehearse the answer in idle time (an offer arriving meanwhile waits its ~5 ms);
+        after prepare_call, so that the rehearsal's peer uses the call's ICE policy too."""
+        try:
+            await rehearse_answer()
+        except Exception as exc:
+            # Only speed is lost (a full UDP port range, say): the offer reports its own error.
+            logger.warning(f"answer rehearsal failed: {exc!r}")
 
     async def _take_call(self, assign: Message) -> None:
         session_id = str(assign.get("session_id", ""))

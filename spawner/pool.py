@@ -22,9 +22,9 @@ __all__ = ["NoCapacity", "Pool"]
 
 #: Seconds of assignments that make up the recent arrival rate.
 ARRIVAL_WINDOW = 30.0
-#: A bot's warm-up takes a core for ~80 ms; while offers are being answered the refill waits
-#: for them — unless a call is waiting for a bot — but never longer than this after the
-#: oldest began. A burst that takes the last idle bot is answered first, refilled after.
+#: A bot's warm-up takes a core for ~80 ms; while a burst of offers is being answered the
+#: refill waits for it — unless a call is waiting for a bot — but never longer than this after
+#: the burst began. A burst that takes the last idle bot is answered first, refilled after.
 REFILL_DEFER = 0.5
 #: Offers of one burst reach the spawner over tens of milliseconds: the refill also waits
 #: this long after the last answer, in case another offer follows.
@@ -75,7 +75,8 @@ class Pool:
         self._answered_at = -math.inf  # when the last answer (of any bot) came back
         self._burst_began = -math.inf  # when the first offer after a quiet spell came
         self._waiting = 0  # calls in acquire() waiting for a bot to become ready
-        self._held: dict[int, BotHandle] = {}  # answered bots not yet told to start
+        # Answered bots not yet told to start, with the timer that ends their wait.
+        self._held: dict[int, tuple[BotHandle, asyncio.TimerHandle]] = {}
 
     # -- counts ---------------------------------------------------------------------------
 
@@ -182,8 +183,8 @@ class Pool:
     def start_after_answers(self, bot: BotHandle) -> None:
         """Tell ``bot``, which has answered, to start its call once no offer is being
         answered (see :data:`START_HOLD`)."""
-        self._held[bot.pid] = bot
-        asyncio.get_running_loop().call_later(START_HOLD, self._release, bot.pid)
+        timer = asyncio.get_running_loop().call_later(START_HOLD, self._release, bot.pid)
+        self._held[bot.pid] = (bot, timer)
         self._release_held()
 
     def _release_held(self) -> None:
@@ -192,8 +193,10 @@ class Pool:
                 self._release(pid)
 
     def _release(self, pid: int) -> None:
-        bot = self._held.pop(pid, None)
-        if bot is not None:
+        held = self._held.pop(pid, None)
+        if held is not None:
+            bot, timer = held
+            timer.cancel()
             self._later(self._send_start(bot))
 
     @staticmethod
@@ -299,6 +302,9 @@ class Pool:
     async def close(self) -> None:
         """Kill every bot and stop maintaining. Safe to call twice."""
         self.accepting = False
+        for _bot, timer in self._held.values():
+            timer.cancel()
+        self._held.clear()
         if self._maintainer is not None:
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)

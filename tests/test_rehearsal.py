@@ -8,8 +8,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from loguru import logger
 
 from bots import rehearsal
+from bots.process import Bot
+from media.ice import IcePolicy, installed
+from tests.test_media_ice import free_ports
 
 
 def _open_sockets() -> int:
@@ -51,3 +55,19 @@ async def test_without_a_zygote_offer_the_bot_rehearses_the_whole_exchange() -> 
         assert _open_sockets() == before
     finally:
         rehearsal._offer_sdp = saved
+
+
+async def test_a_failed_rehearsal_leaves_the_bot_waiting_for_its_call(zygote_offer: str) -> None:
+    # A full UDP port range fails the rehearsal as it would fail an offer: the bot stays up,
+    # and the offer, when it comes, reports no_ports itself.
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}", level="WARNING")
+    try:
+        with (
+            free_ports(2, hold=True) as ports,
+            installed(IcePolicy(ports=ports, bind_address="127.0.0.1")),
+        ):
+            await Bot._rehearse()
+    finally:
+        logger.remove(sink)
+    assert any("answer rehearsal failed" in line and "NoFreePort" in line for line in lines)
