@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from bots.config import BotConfig
+from spawner import pool as pool_module
 from spawner.bot_handle import BotState
 from spawner.config import SpawnerConfig
 from spawner.limits import Limiter, LimitsConfig
-from spawner.pool import REFILL_DEFER, REFILL_QUIET, START_HOLD, Pool
+from spawner.pool import REFILL_DEFER, START_HOLD, Pool
 from spawner.zygote import Zygote
 
 
@@ -64,7 +67,12 @@ async def test_refill_waits_for_answers_in_flight_but_not_for_long() -> None:
         assert not pool._refill_deferred()
 
 
-async def test_refill_waits_a_moment_after_the_last_answer_for_the_next_offer() -> None:
+async def test_refill_waits_a_moment_after_the_last_answer_for_the_next_offer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A quiet spell longer than any pause of a loaded machine between two lines of this test.
+    monkeypatch.setattr(pool_module, "REFILL_QUIET", 30.0)
+    monkeypatch.setattr(pool_module, "REFILL_DEFER", 60.0)
     pool = _pool(min_idle=2, max_bots=8)
     first, second = _Bot(1, BotState.BUSY), _Bot(2, BotState.BUSY)
     async with pool.answering(first):  # type: ignore[arg-type]
@@ -73,7 +81,7 @@ async def test_refill_waits_a_moment_after_the_last_answer_for_the_next_offer() 
     began = pool._burst_began
     async with pool.answering(second):  # type: ignore[arg-type]
         assert pool._burst_began == began  # the same burst: its deferral is not extended
-    pool._answered_at -= REFILL_QUIET
+    pool._answered_at -= 30.0
     assert not pool._refill_deferred()
 
 
