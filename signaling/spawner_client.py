@@ -7,6 +7,7 @@ the same Starlette endpoint, 0.26 ms of CPU per request against httpx's 1.16 ms.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,13 +19,13 @@ from spawner.control import OWNER_HEADER
 __all__ = ["SpawnerClient"]
 
 
+@dataclass(frozen=True)
 class _Reply:
     """A spawner reply, read whole: status, ``Retry-After`` and the body."""
 
-    def __init__(self, status: int, retry_after: str | None, body: bytes) -> None:
-        self.status = status
-        self.retry_after = retry_after
-        self.body = body
+    status: int
+    retry_after: str | None
+    body: bytes
 
     def json(self) -> Any:
         try:
