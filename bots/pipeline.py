@@ -37,7 +37,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bots.config import BotConfig, TurnStrategy
 from bots.record import TranscriptLine
-from bots.services import make_http_client, make_llm, make_stt, make_tts, preconnect
+from bots.services import OpenAISession, make_llm, make_stt, make_tts, preconnect
 from bots.turn_metrics import ReportCallback, TurnMetricsObserver
 from bots.vad import InlineSileroVAD
 from media import ice
@@ -148,7 +148,7 @@ def prepare_call(
         ),
     )
     vad = InlineSileroVAD(params=VADParams(stop_secs=config.vad_stop_secs))
-    context = LLMContext(messages=[{"role": "system", "content": config.system_prompt}])
+    context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
@@ -157,16 +157,16 @@ def prepare_call(
     )
     inbound = _InboundAudioClock()
     uses_openai = "openai" in (config.providers.stt, config.providers.llm, config.providers.tts)
-    http = make_http_client() if uses_openai else None
+    session = OpenAISession.open(config.providers) if uses_openai else None
     pipeline = Pipeline(
         [
             transport.input(),
             inbound,
-            make_stt(config.providers, http),
+            make_stt(config.providers, session),
             aggregators.user(),
             _InboundAudioEnd(),
-            make_llm(config.providers, http),
-            make_tts(config.providers, http),
+            make_llm(config.providers, session, system_prompt=config.system_prompt),
+            make_tts(config.providers, session),
             transport.output(),
             aggregators.assistant(),
         ]
@@ -189,7 +189,9 @@ def prepare_call(
         task=task,
         inbound=inbound,
         jitter_frames=config.jitter_frames,
-        preconnect=None if http is None else functools.partial(preconnect, http, config.providers),
+        preconnect=None
+        if session is None
+        else functools.partial(preconnect, session, config.providers),
     )
 
     @aggregators.user().event_handler("on_user_turn_message_added")

@@ -18,7 +18,6 @@ import os
 
 import aiortc  # noqa: F401
 import onnxruntime  # noqa: F401
-import openai
 import pipecat.audio.vad.silero
 import pipecat.pipeline.runner
 import pipecat.services.elevenlabs.tts
@@ -34,6 +33,7 @@ import bots.providers.espeak_tts
 import bots.providers.offline_llm
 import bots.providers.offline_stt
 import bots.rehearsal
+import bots.request_rehearsal
 from bots.config import ProviderConfig
 
 #: Modules otherwise imported inside each bot, after the fork.
@@ -62,25 +62,12 @@ LAZY_MODULES = (
 )
 
 
-def _touch_openai_client() -> tuple[object, ...]:
-    """Build and drop an OpenAI client, touching the resources a bot's services use.
-
-    openai imports its HTTP stack (httpx, httpcore, h11/h2, truststore) when the first client
-    is built, and each resource's modules (transcriptions, speech, chat completions and their
-    streaming helpers) when a client first touches it — in a bot, while it warms up and then
-    on the first turn's critical path. No socket is opened and no thread started. Returns
-    the resources, for the caller to drop.
-    """
-    client = openai.AsyncOpenAI(api_key="preload", base_url="http://127.0.0.1:9/v1")
-    return client.audio.transcriptions, client.audio.speech, client.chat.completions
-
-
 for _name in LAZY_MODULES:
     # A module that a later version of a dependency no longer has only costs speed.
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
-_touch_openai_client()
 bots.rehearsal.rehearse_offer()
+bots.request_rehearsal.rehearse_requests()
 
 # pocketsphinx's model (~90 MB), loaded once here and shared by every bot, when bots transcribe
 # offline. The fork server inherits the spawner's environment; it is the zygote's only

@@ -4,21 +4,23 @@
 ``elevenlabs`` is ElevenLabs' streaming WebSocket TTS; ``offline`` needs no key and no
 network (pocketsphinx, a scripted LLM, espeak-ng).
 
-The OpenAI services of one bot share one HTTP client: one TLS setup while the bot warms up
-instead of three, and one pool of connections, so the first turn's STT request leaves a
-connection warm for its LLM and TTS requests. Its TLS context is built once, in the zygote
-(:data:`TLS_CONTEXT`), and inherited by every bot.
+The OpenAI services of one bot share one OpenAI client (:class:`OpenAISession`) over one HTTP
+client: one TLS setup while the bot warms up instead of three, and one pool of connections,
+so the first turn's STT request leaves a connection warm for its LLM and TTS requests. Its
+TLS context is built once, in the zygote (:data:`TLS_CONTEXT`), and inherited by every bot.
 
-A new connection costs a bot 10-25 ms (40 ms when measured inside a call), the first turn's
-requests would each pay it: :func:`preconnect` opens them while the caller's audio is still
-connecting.
+A new connection costs a bot 10-25 ms (40 ms when measured inside a call), and a client's
+first request reads the platform name in a worker thread (1-5 ms on a busy bot, while the
+thread waits for the interpreter lock): the first turn's requests would each pay them.
+:func:`preconnect` pays both while the caller's audio is still connecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx2
 import openai
@@ -30,7 +32,15 @@ from pipecat.services.tts_service import TTSService
 
 from bots.config import ProviderConfig
 
-__all__ = ["TLS_CONTEXT", "make_http_client", "make_llm", "make_stt", "make_tts", "preconnect"]
+__all__ = [
+    "TLS_CONTEXT",
+    "OpenAISession",
+    "make_http_client",
+    "make_llm",
+    "make_stt",
+    "make_tts",
+    "preconnect",
+]
 
 #: Connections a turn uses at once: the LLM's stream is still open when TTS starts.
 PRECONNECTIONS = 2
@@ -51,97 +61,119 @@ def make_http_client() -> httpx2.AsyncClient:
     )
 
 
-async def preconnect(http: httpx2.AsyncClient, providers: ProviderConfig) -> None:
-    """Leave ``PRECONNECTIONS`` connections to the OpenAI-compatible server in ``http``'s pool.
+@dataclass(frozen=True)
+class OpenAISession:
+    """The one OpenAI client a bot's OpenAI services share, and the HTTP client under it."""
 
-    Each is opened by a ``GET /models`` (listed by OpenAI and most compatible servers; free,
-    and any answer leaves the connection open). A failure is only logged: the turn's own
-    requests will connect as they would have.
+    client: openai.AsyncOpenAI
+    http: httpx2.AsyncClient
+
+    @classmethod
+    def open(cls, providers: ProviderConfig) -> OpenAISession:
+        http = make_http_client()
+        client = openai.AsyncOpenAI(
+            api_key=providers.openai_client_key,
+            base_url=providers.openai_base_url or None,
+            http_client=http,
+        )
+        return cls(client, http)
+
+
+async def preconnect(session: OpenAISession, providers: ProviderConfig) -> None:
+    """Leave ``PRECONNECTIONS`` connections to the OpenAI-compatible server in the session's
+    pool, then make the client's first request (which reads the platform name).
+
+    Each is a ``GET /models`` (listed by OpenAI and most compatible servers; free, and any
+    answer leaves the connection open). A failure is only logged: the turn's own requests
+    will connect as they would have.
     """
     url = f"{(providers.openai_base_url or OPENAI_DEFAULT_URL).rstrip('/')}/models"
     headers = {"Authorization": f"Bearer {providers.openai_client_key}"}
-    replies = await asyncio.gather(
-        *(http.get(url, headers=headers) for _ in range(PRECONNECTIONS)), return_exceptions=True
+    replies: list[object] = await asyncio.gather(
+        *(session.http.get(url, headers=headers) for _ in range(PRECONNECTIONS)),
+        return_exceptions=True,
     )
+    try:
+        await session.client.models.list()
+    except openai.OpenAIError as error:
+        replies.append(error)
     for reply in replies:
-        if isinstance(reply, BaseException):
+        if isinstance(reply, httpx2.Response | openai.APIStatusError):
+            if reply.status_code >= 400:
+                logger.debug(f"pre-connect: GET /models answered {reply.status_code}")
+        elif isinstance(reply, BaseException):
             logger.info(f"could not pre-connect to the provider: {reply!r}")
-        elif reply.status_code >= 400:
-            logger.debug(f"pre-connect: GET /models answered {reply.status_code}")
+
+
+_Service = TypeVar("_Service", STTService, TTSService)
+
+
+def _on_session(service: _Service, session: OpenAISession) -> _Service:
+    """pipecat's OpenAI STT and TTS services build a client of their own in ``__init__`` (and
+    keep it as ``_client``); theirs is replaced by the session's."""
+    service._client = session.client  # type: ignore[attr-defined]
+    return service
 
 
 class _OpenAILLM(OpenAILLMService):
-    """pipecat's OpenAI LLM service on a given HTTP client (its own builds a new one)."""
+    """pipecat's OpenAI LLM service on a given client (its own builds a new one)."""
 
-    def __init__(self, *, http_client: httpx2.AsyncClient, **kwargs: Any) -> None:
-        self._http_client = http_client  # read by create_client, which __init__ calls
+    def __init__(self, *, client: openai.AsyncOpenAI, **kwargs: Any) -> None:
+        self._given_client = client  # returned by create_client, which __init__ calls
         super().__init__(**kwargs)
 
-    def create_client(
-        self,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        default_headers: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            organization=organization,
-            project=project,
-            http_client=self._http_client,
-            default_headers=default_headers,
-        )
+    def create_client(self, *args: Any, **kwargs: Any) -> openai.AsyncOpenAI:
+        return self._given_client
 
 
-def make_stt(
-    providers: ProviderConfig, http_client: httpx2.AsyncClient | None = None
-) -> STTService:
+def make_stt(providers: ProviderConfig, session: OpenAISession | None = None) -> STTService:
     if providers.stt == "openai":
         from pipecat.services.openai.stt import OpenAISTTService
 
-        return OpenAISTTService(
+        session = session or OpenAISession.open(providers)
+        stt = OpenAISTTService(
             api_key=providers.openai_client_key,
             base_url=providers.openai_base_url or None,
-            http_client=http_client or make_http_client(),
+            http_client=session.http,
             settings=OpenAISTTService.Settings(model=providers.openai_stt_model),
         )
+        return _on_session(stt, session)
     from bots.providers.offline_stt import PocketsphinxSTTService
 
     return PocketsphinxSTTService()
 
 
 def make_llm(
-    providers: ProviderConfig, http_client: httpx2.AsyncClient | None = None
+    providers: ProviderConfig, session: OpenAISession | None = None, *, system_prompt: str = ""
 ) -> LLMService[Any]:
+    """The LLM, with ``system_prompt`` as its system instruction (where pipecat composes it
+    with the instructions it adds itself) rather than as a first message of the context."""
     if providers.llm == "openai":
         return _OpenAILLM(
-            http_client=http_client or make_http_client(),
-            api_key=providers.openai_client_key,
-            base_url=providers.openai_base_url or None,
-            settings=OpenAILLMService.Settings(model=providers.openai_llm_model),
+            client=(session or OpenAISession.open(providers)).client,
+            settings=OpenAILLMService.Settings(
+                model=providers.openai_llm_model, system_instruction=system_prompt or None
+            ),
         )
     from bots.providers.offline_llm import ScriptedLLMService
 
     return ScriptedLLMService()
 
 
-def make_tts(
-    providers: ProviderConfig, http_client: httpx2.AsyncClient | None = None
-) -> TTSService:
+def make_tts(providers: ProviderConfig, session: OpenAISession | None = None) -> TTSService:
     if providers.tts == "openai":
         from pipecat.services.openai.tts import OpenAITTSService
 
-        return OpenAITTSService(
+        session = session or OpenAISession.open(providers)
+        tts = OpenAITTSService(
             api_key=providers.openai_client_key,
             base_url=providers.openai_base_url or None,
-            http_client=http_client or make_http_client(),
+            http_client=session.http,
             settings=OpenAITTSService.Settings(
                 model=providers.openai_tts_model, voice=providers.openai_tts_voice
             ),
         )
+        return _on_session(tts, session)
     if providers.tts == "elevenlabs":
         from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 

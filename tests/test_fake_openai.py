@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,7 +19,14 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from bots.config import ProviderConfig
-from bots.services import PRECONNECTIONS, make_http_client, preconnect
+from bots.services import (
+    PRECONNECTIONS,
+    OpenAISession,
+    make_llm,
+    make_stt,
+    make_tts,
+    preconnect,
+)
 from tests.fakes.audio import SPEECH_SAMPLE_RATE, parse_wav, tone_speech, wav_bytes
 from tests.fakes.openai_server import DEFAULT_TRANSCRIPT, FakeOpenAI, run_fake_openai
 
@@ -333,22 +341,36 @@ async def test_models_list(client: AsyncOpenAI) -> None:
 async def test_preconnect_leaves_connections_for_the_first_turn() -> None:
     async with run_fake_openai(api_key="sk-right") as fake:
         providers = ProviderConfig(openai_api_key="sk-right", openai_base_url=fake.base_url)
-        async with make_http_client() as http:
-            await preconnect(http, providers)
-            assert fake.requests["/v1/models"] == PRECONNECTIONS
-            pool = http._transport._pool  # type: ignore[attr-defined]
+        session = OpenAISession.open(providers)
+        async with session.http:
+            await preconnect(session, providers)
+            # The connections, then the client's own first request on one of them.
+            assert fake.requests["/v1/models"] == PRECONNECTIONS + 1
+            pool = session.http._transport._pool  # type: ignore[attr-defined]
             assert len(pool.connections) == PRECONNECTIONS
-            # The turn's requests take those connections instead of opening their own (the
-            # client is not closed here: closing it would close the shared HTTP client).
-            client = AsyncOpenAI(base_url=fake.base_url, api_key="sk-right", http_client=http)
-            await client.chat.completions.create(
+            # The client's first request is behind it: the turn's do not read the platform
+            # name (in a worker thread) again.
+            assert session.client._platform is not None
+            # The turn's requests take those connections instead of opening their own.
+            await session.client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}]
             )
             assert len(pool.connections) == PRECONNECTIONS
 
 
+async def test_services_share_the_session_client() -> None:
+    providers = ProviderConfig(
+        stt="openai", llm="openai", tts="openai", openai_base_url="http://127.0.0.1:9/v1"
+    )
+    session = OpenAISession.open(providers)
+    async with session.http:
+        services: list[Any] = [make(providers, session) for make in (make_stt, make_llm, make_tts)]
+        assert [service._client for service in services] == [session.client] * 3
+
+
 async def test_preconnect_failures_are_only_logged() -> None:
     # Nothing listens on port 9 (discard) of loopback here: the connections are refused.
     providers = ProviderConfig(openai_base_url="http://127.0.0.1:9/v1")
-    async with make_http_client() as http:
-        await preconnect(http, providers)
+    session = OpenAISession.open(providers)
+    async with session.http:
+        await preconnect(session, providers)

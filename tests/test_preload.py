@@ -15,15 +15,18 @@ from bots.providers.offline_stt import PocketsphinxSTTService, preload_decoder
 from tests.system import ROOT, base_env
 
 _PROBE = """
-import json, sys
+import json, sys, threading
 import bots.preload
 import bots.rehearsal
 from bots.providers import offline_stt
+import openai._utils._transform
 print(json.dumps({
     "rehearsed": (bots.rehearsal._offer_sdp or "").startswith("v=0"),
     "missing": [m for m in bots.preload.LAZY_MODULES if m not in sys.modules],
     "decoder": offline_stt._preloaded is not None,
     "openai": "openai.resources.chat.completions.completions" in sys.modules,
+    "requests_rehearsed": openai._utils._transform.get_type_hints.cache_info().currsize > 0,
+    "threads": threading.active_count(),
 }))
 """
 
@@ -50,7 +53,14 @@ def no_preloaded_decoder() -> Iterator[None]:
 
 def test_preload_imports_what_bots_would_import_after_the_fork() -> None:
     found = _probe(OPENAI_BASE_URL="http://127.0.0.1:9/v1")
-    assert found == {"missing": [], "decoder": False, "openai": True, "rehearsed": True}
+    assert found == {
+        "missing": [],
+        "decoder": False,
+        "openai": True,
+        "rehearsed": True,
+        "requests_rehearsed": True,
+        "threads": 1,  # the zygote forks: no thread of a rehearsal may outlive it
+    }
 
 
 def test_the_zygote_loads_the_decoder_only_for_offline_stt() -> None:
