@@ -27,6 +27,7 @@ import openai
 from loguru import logger
 from pipecat.services.llm_service import LLMService
 from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.services.openai.tts import OpenAITTSService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
@@ -44,6 +45,11 @@ __all__ = [
 
 #: Connections a turn uses at once: the LLM's stream is still open when TTS starts.
 PRECONNECTIONS = 2
+#: Audio the OpenAI TTS service reads before it pushes a frame: pipecat's default, half a
+#: second, holds the reply back until that much has arrived (with a server streaming at two
+#: or three times real time, 170-250 ms after its first byte). A server that streams slower
+#: than real time would stutter after any head start; one that streams faster needs none.
+TTS_READ_SECONDS = 0.1
 #: Where the openai client goes without ``OPENAI_BASE_URL``.
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 
@@ -126,6 +132,14 @@ class _OpenAILLM(OpenAILLMService):
         return self._given_client
 
 
+class _OpenAITTS(OpenAITTSService):
+    """pipecat's OpenAI TTS service, pushing audio as each ``TTS_READ_SECONDS`` arrives."""
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.sample_rate * TTS_READ_SECONDS) * 2  # s16le
+
+
 def make_stt(providers: ProviderConfig, session: OpenAISession | None = None) -> STTService:
     if providers.stt == "openai":
         from pipecat.services.openai.stt import OpenAISTTService
@@ -162,10 +176,8 @@ def make_llm(
 
 def make_tts(providers: ProviderConfig, session: OpenAISession | None = None) -> TTSService:
     if providers.tts == "openai":
-        from pipecat.services.openai.tts import OpenAITTSService
-
         session = session or OpenAISession.open(providers)
-        tts = OpenAITTSService(
+        tts = _OpenAITTS(
             api_key=providers.openai_client_key,
             base_url=providers.openai_base_url or None,
             http_client=session.http,

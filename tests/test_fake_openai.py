@@ -277,6 +277,20 @@ async def test_pipecat_openai_tts(fake: FakeOpenAI) -> None:
     assert fake.speech_inputs == [WEATHER]
 
 
+async def test_the_bot_tts_pushes_audio_as_it_arrives(fake: FakeOpenAI) -> None:
+    from pipecat.frames.frames import TTSAudioRawFrame, TTSSpeakFrame
+    from pipecat.tests.utils import run_test
+
+    providers = ProviderConfig(tts="openai", openai_api_key="k", openai_base_url=fake.base_url)
+    tts = make_tts(providers)
+    down, _ = await run_test(tts, frames_to_send=[TTSSpeakFrame(WEATHER)])
+    frames = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    # pipecat's own default waits for half a second of audio (24,000 bytes at 24 kHz) before
+    # its first frame; the bot's pushes each 100 ms as it arrives.
+    assert len(frames[0].audio) == 4_800 == tts.chunk_size
+    assert sum(len(f.audio) for f in frames) > SPEECH_SAMPLE_RATE
+
+
 async def test_pipecat_openai_llm(fake: FakeOpenAI) -> None:
     from pipecat.frames.frames import LLMContextFrame, LLMTextFrame
     from pipecat.processors.aggregators.llm_context import LLMContext
