@@ -104,7 +104,7 @@ async def _requests() -> None:
 
 
 def rehearse_requests() -> None:
-    """The three requests, on a loop of its own (the zygote's).
+    """The requests, on an event loop of their own (the zygote's).
 
     The client reads the platform name in the loop's default executor; its thread is joined
     before the loop closes, so the zygote forks with no thread but its own. A failure (an
