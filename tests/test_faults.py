@@ -57,6 +57,13 @@ def _wait_record(redis_server: Redis, session_id: str, timeout: float) -> dict[s
     raise AssertionError(f"no final record for {session_id} within {timeout} s")
 
 
+def _job_queued(system: System, redis_server: Redis) -> None:
+    """The record's post-call job is in the queue: the spawner enqueues it just after it
+    writes the record, so a record seen may not have its job yet."""
+    queue = Queue(QUEUE_NAME, connection=redis_server.client())
+    system.wait_until(lambda: queue.count == 1, 10, "one post-call job in the queue")
+
+
 def _pool_refilled(system: System, idle: int) -> None:
     system.wait_until(lambda: system.status()["pool"]["idle"] >= idle, 30, "pool refill")
 
@@ -132,7 +139,7 @@ async def test_records_wait_in_the_spool_while_redis_is_down() -> None:
                 assert [p.stem for p in spool.glob("*.json")] == [live["session_id"]]
                 with run_redis(port=store.port) as again:
                     first = await asyncio.to_thread(_wait_record, again, live["session_id"], 10)
-                    assert Queue(QUEUE_NAME, connection=again.client()).count == 1
+                    await asyncio.to_thread(_job_queued, system, again)
 
                     # 2. Redis dies again; this time the spawner restarts before Redis is back.
                     call = tasks.create_task(run_call(_options(system, max_seconds=10.0)))
@@ -146,8 +153,9 @@ async def test_records_wait_in_the_spool_while_redis_is_down() -> None:
                     second = await asyncio.to_thread(
                         _wait_record, third, second_live["session_id"], 10
                     )
-                    assert Queue(QUEUE_NAME, connection=third.client()).count == 1
-                assert not list(spool.glob("*.json"))
+                    await asyncio.to_thread(_job_queued, system, third)
+                    # The spooled record's file goes once record and job are both written.
+                    system.wait_until(lambda: not list(spool.glob("*.json")), 10, "empty spool")
 
     assert first["status"] == "completed" and json.loads(first["transcript"])
     assert second["status"] == "completed" and json.loads(second["transcript"])
