@@ -189,9 +189,7 @@ def prepare_call(
         task=task,
         inbound=inbound,
         jitter_frames=config.jitter_frames,
-        preconnect=None
-        if session is None
-        else functools.partial(preconnect, session, config.providers),
+        preconnect=None if session is None else functools.partial(preconnect, session),
     )
 
     @aggregators.user().event_handler("on_user_turn_message_added")

@@ -51,8 +51,6 @@ PRECONNECTIONS = 2
 #: or three times real time, 170-250 ms after its first byte). A server that streams slower
 #: than real time would stutter after any head start; one that streams faster needs none.
 TTS_READ_SECONDS = 0.1
-#: Where the openai client goes without ``OPENAI_BASE_URL``.
-OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 
 #: Certificate authorities loaded once per zygote (the OpenAI client's default).
 TLS_CONTEXT: ssl.SSLContext = httpx2.create_ssl_context()
@@ -86,7 +84,7 @@ class OpenAISession:
         return cls(client, http)
 
 
-async def preconnect(session: OpenAISession, providers: ProviderConfig) -> None:
+async def preconnect(session: OpenAISession) -> None:
     """Leave ``PRECONNECTIONS`` connections to the OpenAI-compatible server in the session's
     pool, then make the client's first request (which reads the platform name).
 
@@ -94,8 +92,7 @@ async def preconnect(session: OpenAISession, providers: ProviderConfig) -> None:
     answer leaves the connection open). A failure is only logged: the turn's own requests
     will connect as they would have.
     """
-    url = f"{(providers.openai_base_url or OPENAI_DEFAULT_URL).rstrip('/')}/models"
-    headers = {"Authorization": f"Bearer {providers.openai_client_key}"}
+    url, headers = session.client.base_url.join("models"), session.client.auth_headers
     replies: list[object] = await asyncio.gather(
         *(session.http.get(url, headers=headers) for _ in range(PRECONNECTIONS)),
         return_exceptions=True,

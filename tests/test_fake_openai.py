@@ -357,7 +357,7 @@ async def test_preconnect_leaves_connections_for_the_first_turn() -> None:
         providers = ProviderConfig(openai_api_key="sk-right", openai_base_url=fake.base_url)
         session = OpenAISession.open(providers)
         async with session.http:
-            await preconnect(session, providers)
+            await preconnect(session)
             # The connections, then the client's own first request on one of them.
             assert fake.requests["/v1/models"] == PRECONNECTIONS + 1
             pool = session.http._transport._pool  # type: ignore[attr-defined]
@@ -387,4 +387,4 @@ async def test_preconnect_failures_are_only_logged() -> None:
     providers = ProviderConfig(openai_base_url="http://127.0.0.1:9/v1")
     session = OpenAISession.open(providers)
     async with session.http:
-        await preconnect(session, providers)
+        await preconnect(session)
