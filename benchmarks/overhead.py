@@ -1,13 +1,20 @@
 """The framework's voice-to-voice overhead: what voicebots adds to the waits it is told to do.
 
 The caller speaks one question (then digital silence) and measures, with the headless caller's
-own clock, **voice-to-voice** = ``reply_at - speech_end_at``: from the last loud sample of the
-question handed to its encoder to the arrival of the packet of the first loud 20 ms frame of
-the bot's reply it decodes.
-From that, :class:`Subtracted` removes every wait that is configured or injected:
+own clock, **voice-to-voice** = ``reply_at - speech_end_at``: from the instant the last loud
+sample of the question is played (its frame goes to the encoder when complete, as from a
+microphone) to the arrival of the packet of the first loud 20 ms frame of the bot's reply it
+decodes.
+From that, every wait that is configured or injected is removed:
 
-- ``vad_stop``: ``VOICEBOTS_VAD_STOP_SECS`` — Silero declares "stopped speaking" only after
-  this much silence;
+- the **VAD stop time**: how much audio after the user's last loud sample the VAD took in
+  before declaring "stopped speaking". The bot measures it on every stop, on the audio it
+  analysed (``vad_silence_ms`` of its turn report, see ``bots.vad``): the configured
+  ``VOICEBOTS_VAD_STOP_SECS`` rounded to Silero's 32 ms windows, plus the windows the model
+  still scores as speech once the voice has ended (17 to 49 ms here, by where the speech ends
+  in a window). A bot that reports no measurement is charged the configured value
+  (:attr:`Subtracted.vad_stop`); the overhead with the configured value subtracted instead is
+  kept beside the other (``overhead_configured_vad_ms``);
 - ``turn_wait``: ``max(VOICEBOTS_TURN_STOP_SECS, transcription delay)`` — the ``vad`` turn
   strategy ends the turn when its timer (started at the VAD stop) has run *and* the segment's
   transcript is in; the fake's transcription delay runs in parallel with the timer, so only
@@ -21,14 +28,14 @@ The caller keeps no jitter buffer and times the reply by its packet's arrival (s
 :class:`media.caller.CallResult`), so nothing of the measuring client needs subtracting.
 
 Where the bot's turn report carries its VAD stop on the host clock (``vad_stop_at``), the
-overhead is split in three: **in** = speech end → VAD stop, minus ``vad_stop``; **bot** = VAD
-stop → the bot's first audio out, minus the turn wait and the provider delays; **out** = first
-audio out → the caller's reply packet.
+overhead is split in three: **in** = speech end → VAD stop, minus the VAD stop time; **bot** =
+VAD stop → the bot's first audio out, minus the turn wait and the provider delays; **out** =
+first audio out → the caller's reply packet.
 
 What remains — audio receive and decode in the bot (including its own jitter buffer,
-``VOICEBOTS_JITTER_FRAMES`` x 20 ms), resampling, VAD inference lag, frame hops through the
-pipeline, the HTTP round trips to the providers, TTS audio through the output transport, Opus
-encoding and packetization — is the framework's overhead.
+``VOICEBOTS_JITTER_FRAMES`` x 20 ms), resampling, frame hops through the pipeline, the HTTP
+round trips to the providers, TTS audio through the output transport, Opus encoding and
+packetization — is the framework's overhead.
 """
 
 from __future__ import annotations
@@ -72,8 +79,13 @@ class Subtracted:
         )
 
     @property
+    def after_vad(self) -> float:
+        """The waits from the VAD stop on."""
+        return self.turn_wait + self.llm_first_token + self.tts_first_byte
+
+    @property
     def total(self) -> float:
-        return self.vad_stop + self.turn_wait + self.llm_first_token + self.tts_first_byte
+        return self.vad_stop + self.after_vad
 
     def to_json(self) -> dict[str, Any]:
         data = {f"{k}_ms": round(v * 1000, 1) for k, v in asdict(self).items()}
@@ -85,6 +97,10 @@ class Subtracted:
 class TurnSample:
     voice_to_voice_ms: float
     overhead_ms: float
+    #: The VAD stop time subtracted: measured by the bot, or the configured one.
+    vad_stop_ms: float
+    #: The overhead with the configured VAD stop subtracted instead of the measured one.
+    overhead_configured_vad_ms: float
     #: The bot's own milestones of the turn, ms after its VAD stop (``bots.turn_metrics``).
     bot_turn: dict[str, float]
     #: The overhead split into in / bot / out (ms), when the bot reported ``vad_stop_at``.
@@ -129,26 +145,29 @@ def _sample(result: CallResult, subtracted: Subtracted) -> TurnSample | str:
     turns = (result.session.get("metrics") or {}).get("turns") or [{}]
     bot_turn = {k: float(v) for k, v in turns[0].items() if isinstance(v, int | float)}
     v2v = result.first_audio_s
+    measured = bot_turn.get("vad_silence_ms")
+    vad_stop = subtracted.vad_stop if measured is None else measured / 1000
     return TurnSample(
         voice_to_voice_ms=v2v * 1000,
-        overhead_ms=(v2v - subtracted.total) * 1000,
+        overhead_ms=(v2v - vad_stop - subtracted.after_vad) * 1000,
+        vad_stop_ms=vad_stop * 1000,
+        overhead_configured_vad_ms=(v2v - subtracted.total) * 1000,
         bot_turn={k: v for k, v in bot_turn.items() if k != "vad_stop_at"},
-        split=_split(result, bot_turn, subtracted),
+        split=_split(result, bot_turn, vad_stop, subtracted),
     )
 
 
 def _split(
-    result: CallResult, bot_turn: dict[str, float], subtracted: Subtracted
+    result: CallResult, bot_turn: dict[str, float], vad_stop: float, subtracted: Subtracted
 ) -> dict[str, float] | None:
     vad_stop_at, audio_out_ms = bot_turn.get("vad_stop_at"), bot_turn.get("audio_out_ms")
     speech_end_at, reply_at = result.speech_end_at, result.reply_at
     if vad_stop_at is None or audio_out_ms is None or speech_end_at is None or reply_at is None:
         return None
-    waits = subtracted.turn_wait + subtracted.llm_first_token + subtracted.tts_first_byte
     out_from = vad_stop_at + audio_out_ms / 1000
     return {
-        "in_ms": round((vad_stop_at - speech_end_at - subtracted.vad_stop) * 1000, 1),
-        "bot_ms": round(audio_out_ms - waits * 1000, 1),
+        "in_ms": round((vad_stop_at - speech_end_at - vad_stop) * 1000, 1),
+        "bot_ms": round(audio_out_ms - subtracted.after_vad * 1000, 1),
         "out_ms": round((reply_at - out_from) * 1000, 1),
     }
 

@@ -152,6 +152,17 @@ def table(results: dict[str, Any]) -> str:
         f"| {_fmt(overhead['p50_ms'])} / {_fmt(overhead['p95_ms'], ' ms')} | | "
         f"| {_met(results, 'overhead_p50_ms')} |"
     )
+    if "vad_stop_ms" in first:
+        configured = first["overhead_configured_vad_ms"]
+        rows.append(
+            "| … VAD stop subtracted, p50: measured in the bot / configured "
+            f"| {_fmt(first['vad_stop_ms']['p50'])} / "
+            f"{_fmt(overhead['subtracted']['vad_stop_ms'], ' ms')} | | | |"
+        )
+        rows.append(
+            "| … overhead p50 / p95 with the configured VAD stop subtracted instead "
+            f"| {_fmt(configured['p50'])} / {_fmt(configured['p95'], ' ms')} | | | |"
+        )
     split = first.get("overhead_split_p50_ms") or {}
     if split:
         rows.append(

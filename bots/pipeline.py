@@ -7,6 +7,7 @@ the services, the VAD and turn models, the pipeline and its task — is built by
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,9 @@ from bots.services import OpenAISession, make_llm, make_stt, make_tts, preconnec
 from bots.turn_metrics import ReportCallback, TurnMetricsObserver
 from bots.vad import InlineSileroVAD
 from media import ice
+from media.decoding import decode_audio_inline
 from media.jitter import tune_audio_receivers
+from media.voice_track import VoiceConnection
 
 __all__ = ["CallPipeline", "LineCallback", "prepare_call"]
 
@@ -50,6 +53,33 @@ LineCallback = Callable[[TranscriptLine], Awaitable[None]]
 #: Opus runs at 48 kHz; STT and VAD want 16 kHz, TTS voices are 24 kHz.
 AUDIO_IN_RATE = 16000
 AUDIO_OUT_RATE = 24000
+#: At most this long for the observers to catch up before a hung-up call's pipeline is cancelled.
+OBSERVER_DRAIN = 0.5
+
+
+async def drain_observers(task: PipelineWorker, timeout: float = OBSERVER_DRAIN) -> bool:
+    """Wait until ``task``'s observers have taken in every frame already pushed.
+
+    pipecat queues each pushed frame to a task per observer, and cancelling the pipeline drops
+    what is still queued. A caller who hangs up the instant the reply starts (its first packet
+    leaves within milliseconds of the transport's "bot started speaking") would otherwise take
+    the turn's metrics with it. The queues are the private ``_proxies`` of the worker's
+    observer (pipecat is pinned in pyproject.toml). Returns whether they drained in time.
+    """
+    proxies = getattr(getattr(task, "_observer", None), "_proxies", None) or {}
+    queues = [proxy.queue for proxy in proxies.values()]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(queue.join() for queue in queues)), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def cancel_pipeline(task: PipelineWorker) -> None:
+    """Cancel ``task`` once its observers have taken in what it already pushed."""
+    if not await drain_observers(task):
+        logger.warning("the observers were still behind the pipeline when it ended")
+    await task.cancel()
 
 
 class _InboundAudioClock(FrameProcessor):
@@ -97,6 +127,7 @@ class CallPipeline:
         """Apply the caller's offer; the answer carries all local ICE candidates."""
         await self.connection.initialize(sdp=sdp, type=sdp_type)
         tune_audio_receivers(self.connection.pc, self.jitter_frames)
+        decode_audio_inline(self.connection.pc)
         answer = self.connection.get_answer()
         if answer is None:
             raise RuntimeError("the peer connection produced no SDP answer")
@@ -105,6 +136,7 @@ class CallPipeline:
     async def renegotiate(self, sdp: str, sdp_type: str, restart_pc: bool) -> dict[str, Any]:
         await self.connection.renegotiate(sdp=sdp, type=sdp_type, restart_pc=restart_pc)
         tune_audio_receivers(self.connection.pc, self.jitter_frames)
+        decode_audio_inline(self.connection.pc)
         answer = self.connection.get_answer()
         if answer is None:
             raise RuntimeError("renegotiation produced no SDP answer")
@@ -135,7 +167,8 @@ def prepare_call(
     # ICE binds in VOICEBOTS_UDP_PORTS on VOICEBOTS_BIND_HOST and advertises
     # VOICEBOTS_PUBLIC_IP; installed for the whole process, whose one peer this is.
     ice.install(ice.IcePolicy.from_config(config.media))
-    connection = SmallWebRTCConnection(
+    connection = VoiceConnection(
+        sample_rate=AUDIO_OUT_RATE,
         ice_servers=ice.peer_ice_servers(config.media),
         connection_timeout_secs=max(1, int(config.connect_timeout)),
     )
@@ -180,7 +213,7 @@ def prepare_call(
         ),
         # The bot's own watchdogs (idle, max duration) end calls; pipecat's would not say why.
         idle_timeout_secs=None,
-        observers=[TurnMetricsObserver(on_turn, vad_stop_secs=config.vad_stop_secs)],
+        observers=[TurnMetricsObserver(on_turn, vad_stop_secs=config.vad_stop_secs, vad=vad)],
         enable_tracing=tracing,
     )
     call = CallPipeline(
@@ -220,7 +253,7 @@ def prepare_call(
     async def _disconnected(_transport: Any, _client: Any) -> None:
         if not call.end_reason:
             call.end_reason = "client_hangup"
-        await task.cancel()
+        await cancel_pipeline(task)
 
     @connection.event_handler("failed")
     async def _failed(_connection: Any) -> None:

@@ -27,7 +27,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bots.config import BotConfig
 from bots.faults import inject_fault, requested_fault
-from bots.pipeline import CallPipeline, prepare_call
+from bots.pipeline import CallPipeline, cancel_pipeline, prepare_call
 from bots.protocol import Channel, Message, ProtocolError
 from bots.record import TranscriptLine
 from bots.rehearsal import rehearse_answer
@@ -198,7 +198,7 @@ class Bot:
         pipeline_task = self._spawn(runner.run())
         await asyncio.wait({pipeline_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if not pipeline_task.done():
-            await call.task.cancel()
+            await cancel_pipeline(call.task)
             try:
                 await asyncio.wait_for(asyncio.shield(pipeline_task), timeout=5.0)
             except TimeoutError:

@@ -13,7 +13,10 @@ and ``vad_stop_at``, the VAD stop itself on the host's monotonic clock (seconds,
 voice-to-voice time into the way in (to the VAD stop) and the way out (after ``audio_out``).
 
 The VAD stop itself comes ``vad_stop_secs`` after the user's last sound; that wait is the
-configured price of knowing speech ended, and is reported separately as ``vad_wait_ms``.
+configured price of knowing speech ended, and is reported separately as ``vad_wait_ms``. A VAD
+that measures its stops (``bots.vad.InlineSileroVAD``) also gives ``vad_silence_ms``: the audio
+after the user's last loud sample it actually took in before deciding — the configured wait
+rounded to its analysis windows, plus the windows its model still heard as speech.
 
 The user aggregator runs the VAD and sends each of its events twice, as two separate frames:
 upstream at once, and downstream once its own input queue reaches it — which, on a bot held
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -40,19 +43,27 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 
-__all__ = ["ReportCallback", "TurnMetricsObserver", "TurnReport"]
+__all__ = ["MeasuredVAD", "ReportCallback", "TurnMetricsObserver", "TurnReport"]
 
 TurnReport = dict[str, Any]
 ReportCallback = Callable[[TurnReport], Awaitable[None]]
 
 
+class MeasuredVAD(Protocol):
+    #: Seconds of audio after the last loud sample the VAD took in before its last stop.
+    stop_silence_secs: float | None
+
+
 class TurnMetricsObserver(BaseObserver):
-    def __init__(self, on_turn: ReportCallback, vad_stop_secs: float) -> None:
+    def __init__(
+        self, on_turn: ReportCallback, vad_stop_secs: float, vad: MeasuredVAD | None = None
+    ) -> None:
         # Each frame once, where it is first pushed: not again at every processor it crosses
         # (an audio frame crosses five), which would cost a queue hop each.
         super().__init__(observe_every_push=False)
         self._on_turn = on_turn
         self._vad_wait_ms = round(vad_stop_secs * 1000, 1)
+        self._vad = vad
         self._turns = 0
         #: Host monotonic ns minus pipeline clock ns: the least seen is the true offset plus
         #: the shortest delay between a push and its observation.
@@ -61,6 +72,7 @@ class TurnMetricsObserver(BaseObserver):
 
     def _reset(self) -> None:
         self._vad_stop: int | None = None
+        self._vad_silence: float | None = None
         self._marks: dict[str, int] = {}
 
     async def on_push_frame(self, data: FramePushed) -> None:
@@ -83,6 +95,7 @@ class TurnMetricsObserver(BaseObserver):
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             if "turn_end" not in self._marks:
                 self._vad_stop = now
+                self._vad_silence = None if self._vad is None else self._vad.stop_silence_secs
         elif self._vad_stop is None:
             return
         elif isinstance(frame, TranscriptionFrame) and "turn_end" not in self._marks:
@@ -101,6 +114,8 @@ class TurnMetricsObserver(BaseObserver):
         assert self._vad_stop is not None
         self._turns += 1
         report: TurnReport = {"turn": self._turns, "vad_wait_ms": self._vad_wait_ms}
+        if self._vad_silence is not None:
+            report["vad_silence_ms"] = round(self._vad_silence * 1000, 1)
         if self._clock_offset is not None:
             report["vad_stop_at"] = round((self._vad_stop + self._clock_offset) / 1e9, 4)
         for name in ("stt", "turn_end", "llm_first", "tts_first", "audio_out"):

@@ -20,6 +20,7 @@ __all__ = [
     "Samples",
     "dbfs",
     "is_silent",
+    "loud_limit",
     "read_wav",
     "resample",
     "rms",
@@ -125,13 +126,17 @@ def speech_end(
     return None if loud.size == 0 else float(loud[-1] + 1) / rate
 
 
+def loud_limit(threshold_dbfs: float = DEFAULT_SILENCE_DBFS) -> float:
+    """The magnitude an int16 sample must exceed to count as sound, not silence."""
+    return _FULL_SCALE * 10.0 ** (threshold_dbfs / 20.0)
+
+
 def _loud_indices(
     audio: Samples | str | Path, rate: int, threshold_dbfs: float
 ) -> npt.NDArray[np.intp]:
     samples = read_wav(audio, rate) if isinstance(audio, str | Path) else audio
-    limit = _FULL_SCALE * 10.0 ** (threshold_dbfs / 20.0)
     # int32: abs(-32768) does not fit in int16.
-    return np.flatnonzero(np.abs(samples.astype(np.int32)) > limit)
+    return np.flatnonzero(np.abs(samples.astype(np.int32)) > loud_limit(threshold_dbfs))
 
 
 def _decode_pcm(raw: bytes, width: int) -> npt.NDArray[np.float64]:

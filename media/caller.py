@@ -45,6 +45,7 @@ from media.audio import (
     speech_end,
     write_wav,
 )
+from media.decoding import decode_audio_inline
 from media.jitter import tune_audio_receivers
 from media.signaling_client import (
     CallError,
@@ -150,8 +151,8 @@ class CallResult:
     start_s: float  #: ``POST /start`` round trip
     answer_s: float  #: offer ``POST`` round trip (offer → answer)
     connected_s: float | None  #: offer sent → peer connection "connected"
-    played_at: float | None  #: first WAV sample (after lead silence) handed to the encoder
-    speech_end_at: float | None  #: last loud WAV sample handed to the encoder
+    played_at: float | None  #: first WAV sample (after lead silence) played
+    speech_end_at: float | None  #: last loud WAV sample played (see :class:`WavTrack`)
     first_rtp_at: float | None  #: first RTP packet from the bot
     first_audio_at: float | None  #: first non-silent 20 ms frame from the bot
     #: first non-silent bot frame at or after ``speech_end_at``: the reply of a bot that waits
@@ -269,6 +270,7 @@ class Call:
             RTCSessionDescription(sdp=answer["sdp"], type=answer.get("type", "answer"))
         )
         tune_audio_receivers(pc, 0)
+        decode_audio_inline(pc)
         if self._options.trickle:
             await self._client.patch_candidates(
                 self.session_id, self.pc_id, candidates_from_sdp(sdp)

@@ -92,10 +92,21 @@ def test_overhead_sweep(bench: tuple[dict[str, Any], Path, str]) -> None:
     # The overhead itself may come out negative only if the subtraction were wrong.
     _positive_summary(level["voice_to_voice_ms"], "voice_to_voice_ms")
     assert isinstance(overhead["p50_ms"], int | float)
+    # One sample at one call: the p50s are that sample's. The VAD stop subtracted is the one
+    # the bot measured on the audio it heard (``vad_silence_ms``), not the configured 200 ms.
+    assert level["overhead_ms"]["n"] == 1
+    measured = level["bot_turn_p50_ms"]["vad_silence_ms"]
+    assert level["vad_stop_ms"]["p50"] == pytest.approx(measured, abs=0.1)
+    assert 180 < measured < 400
+    after_vad = overhead["subtracted"]["total_ms"] - overhead["subtracted"]["vad_stop_ms"]
     assert overhead["p50_ms"] == pytest.approx(
+        level["voice_to_voice_ms"]["p50"] - measured - after_vad, abs=0.2
+    )
+    assert level["overhead_configured_vad_ms"]["p50"] == pytest.approx(
         level["voice_to_voice_ms"]["p50"] - overhead["subtracted"]["total_ms"], abs=0.1
     )
     assert "audio_out_ms" in level["bot_turn_p50_ms"]
+    assert "… VAD stop subtracted, p50: measured in the bot / configured" in bench[2]
     assert isinstance(overhead["max_calls_p95_under_limit"], int)
     assert isinstance(overhead["max_calls_p95_within_limit_of_1_call"], int)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -22,6 +23,11 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from bots.turn_metrics import TurnMetricsObserver, TurnReport
 
 MS = 1_000_000  # pipeline clock is in nanoseconds
+
+
+@dataclass
+class _VAD:
+    stop_silence_secs: float | None = None
 
 
 async def _feed(frames: list[tuple[int, Frame]], vad_stop_secs: float = 0.2) -> list[TurnReport]:
@@ -61,6 +67,7 @@ async def test_milestones_are_measured_from_the_vad_stop() -> None:
             (1600, BotStartedSpeakingFrame()),
         ]
     )
+    # (No measuring VAD here: the report has the configured wait only.)
     # The VAD stop on the host's clock: the last frame was pushed "just now", at 1600 ms on
     # the pipeline clock, so the stop at 1000 ms was 0.6 s ago.
     vad_stop_at = reports[0].pop("vad_stop_at")
@@ -138,3 +145,30 @@ async def test_a_late_downstream_copy_of_a_vad_event_is_not_the_reference() -> N
         await observer.on_push_frame(FramePushed(hop, hop, frame, direction, at_ms * MS))
     assert reports[0]["stt_ms"] == 100.0
     assert reports[0]["audio_out_ms"] == 1400.0
+
+
+async def test_the_vad_s_own_measure_of_the_stop_is_read_at_the_stop_that_counts() -> None:
+    reports: list[TurnReport] = []
+
+    async def keep(report: TurnReport) -> None:
+        reports.append(report)
+
+    vad = _VAD()
+    observer = TurnMetricsObserver(keep, vad_stop_secs=0.2, vad=vad)
+    hop: Any = FrameProcessor()
+    up, down = FrameDirection.UPSTREAM, FrameDirection.DOWNSTREAM
+    for at_ms, frame, direction, measured in [
+        (0, VADUserStartedSpeakingFrame(), up, None),
+        (500, VADUserStoppedSpeakingFrame(), up, 0.2312),
+        (700, VADUserStartedSpeakingFrame(), up, None),  # the caller goes on talking
+        (900, VADUserStoppedSpeakingFrame(), up, 0.2496),
+        (1000, UserStoppedSpeakingFrame(), down, None),
+        (1100, LLMTextFrame("ok"), down, None),
+        (1200, _audio(), down, None),
+        (1300, BotStartedSpeakingFrame(), down, None),
+    ]:
+        if measured is not None:
+            vad.stop_silence_secs = measured
+        await observer.on_push_frame(FramePushed(hop, hop, frame, direction, at_ms * MS))
+    assert reports[0]["vad_silence_ms"] == 249.6
+    assert reports[0]["audio_out_ms"] == 400.0

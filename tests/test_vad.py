@@ -9,7 +9,7 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from bots.vad import InlineSileroVAD
-from media.audio import read_wav
+from media.audio import read_wav, speech_end
 from tests.system import FIXTURES
 
 
@@ -33,3 +33,30 @@ async def test_inline_analysis_matches_pipecat_and_starts_no_thread() -> None:
     assert threading.active_count() == before
     assert VADState.SPEAKING in inline and inline[-1] == VADState.QUIET
     assert inline == await _states(SileroVADAnalyzer(params=params), frames)
+
+
+async def test_each_stop_measures_the_audio_the_vad_took_in_after_the_last_loud_sample() -> None:
+    speech = read_wav(FIXTURES / "hello.wav", 16_000)[: int(2.5 * 16_000)]  # the noise cut off
+    audio = np.concatenate([speech, np.zeros(16_000, np.int16)]).astype("<i2").tobytes()
+    frames = [audio[i : i + 640] for i in range(0, len(audio) - 639, 640)]
+    vad = InlineSileroVAD(params=VADParams(stop_secs=0.2))
+    vad.set_sample_rate(16_000)
+    stops: list[tuple[int, float | None]] = []  # (frames heard, the measure) at each stop
+    state = VADState.QUIET
+    for index, frame in enumerate(frames):
+        before, state = state, await vad.analyze_audio(frame)
+        if state is VADState.QUIET and before is not VADState.QUIET:
+            stops.append((index + 1, vad.stop_silence_secs))
+
+    # The first stop is in the pause before "world"; the word had begun when the model heard
+    # the pause's sixth silent window, so there is no clean measure of that one.
+    (_, first), (heard, measured) = stops
+    assert first is None
+    assert measured is not None
+    heard_audio = np.frombuffer(b"".join(frames[:heard]), "<i2")
+    last_loud = speech_end(heard_audio, 16_000)
+    assert last_loud is not None
+    decided = heard_audio.size / 16_000  # the stop came within the last 32 ms window of this
+    assert decided - 0.032 <= last_loud + measured <= decided
+    # Six silent 32 ms windows for the configured 0.2 s, and the ones the model still heard.
+    assert 0.192 <= measured < 0.2 + 3 * 0.032
