@@ -27,7 +27,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
-from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
     SpeechTimeoutUserTurnStopStrategy,
 )
@@ -45,6 +44,7 @@ from media import ice
 from media.decoding import decode_audio_inline
 from media.jitter import tune_audio_receivers
 from media.voice_track import VoiceConnection
+from media.voice_transport import VoiceTransport
 
 __all__ = ["CallPipeline", "LineCallback", "prepare_call"]
 
@@ -114,7 +114,7 @@ class CallPipeline:
     """One call's pipeline, ready before the call arrives."""
 
     connection: SmallWebRTCConnection
-    transport: SmallWebRTCTransport
+    transport: VoiceTransport
     task: PipelineWorker
     inbound: _InboundAudioClock
     jitter_frames: int
@@ -172,7 +172,7 @@ def prepare_call(
         ice_servers=ice.peer_ice_servers(config.media),
         connection_timeout_secs=max(1, int(config.connect_timeout)),
     )
-    transport = SmallWebRTCTransport(
+    transport = VoiceTransport(
         webrtc_connection=connection,
         params=TransportParams(
             audio_in_enabled=True,

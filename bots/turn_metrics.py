@@ -7,6 +7,9 @@ Milestones of a turn, in milliseconds after the VAD's "user stopped speaking":
     llm_first_ms    the LLM's first token
     tts_first_ms    the first synthesized audio
     audio_out_ms    the transport started sending bot audio — voice-to-voice, as the bot sees it
+                    (when the transport never said the bot started speaking, because it still
+                    counted it as speaking, the first reply chunk it wrote; the report then
+                    has ``bot_was_speaking``)
 
 and ``vad_stop_at``, the VAD stop itself on the host's monotonic clock (seconds, the clock of
 ``time.monotonic()`` in every process), so a client on the same host can split its own
@@ -42,6 +45,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_output import BaseOutputTransport
 
 __all__ = ["MeasuredVAD", "ReportCallback", "TurnMetricsObserver", "TurnReport"]
 
@@ -104,16 +108,26 @@ class TurnMetricsObserver(BaseObserver):
             self._marks.setdefault("turn_end", now)
         elif isinstance(frame, LLMTextFrame) and "turn_end" in self._marks:
             self._marks.setdefault("llm_first", now)
+        elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, BaseOutputTransport):
+            if "tts_first" in self._marks:
+                # The reply went out without a "bot started speaking": the transport still
+                # counted the bot as speaking (audio of an interrupted reply it was already
+                # sending when the interruption came). Measured when the first chunk was
+                # written instead.
+                self._marks["audio_out"] = now
+                await self._report(bot_was_speaking=True)
         elif isinstance(frame, TTSAudioRawFrame) and "llm_first" in self._marks:
             self._marks.setdefault("tts_first", now)
         elif isinstance(frame, BotStartedSpeakingFrame) and "tts_first" in self._marks:
             self._marks["audio_out"] = now
             await self._report()
 
-    async def _report(self) -> None:
+    async def _report(self, bot_was_speaking: bool = False) -> None:
         assert self._vad_stop is not None
         self._turns += 1
         report: TurnReport = {"turn": self._turns, "vad_wait_ms": self._vad_wait_ms}
+        if bot_was_speaking:
+            report["bot_was_speaking"] = True
         if self._vad_silence is not None:
             report["vad_silence_ms"] = round(self._vad_silence * 1000, 1)
         if self._clock_offset is not None:

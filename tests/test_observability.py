@@ -113,6 +113,12 @@ def test_record_keeps_turn_metrics_and_bot_logs(redis_server: Redis) -> None:
         spawner_log = system.log("spawner")
 
     record = redis_server.record(result.session_id)
+    assert "metrics" in record, (
+        result.end_reason,
+        record.get("transcript"),
+        record.get("logs"),
+        spawner_log[-3000:],
+    )
     turns = json.loads(record["metrics"])["turns"]
     assert turns, "no turn was measured"
     first = turns[0]

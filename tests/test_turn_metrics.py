@@ -19,6 +19,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import TransportParams
 
 from bots.turn_metrics import TurnMetricsObserver, TurnReport
 
@@ -103,6 +105,37 @@ async def test_barge_in_restarts_and_greeting_is_not_a_turn() -> None:
         ]
     )
     assert [r["audio_out_ms"] for r in reports] == [400.0]
+
+
+async def test_a_reply_the_transport_never_announced_is_measured_when_written() -> None:
+    # pipecat's output can take a chunk of an interrupted reply off its queue just before the
+    # interruption and send it just after: it then counts the bot as speaking, and the next
+    # reply starts without a "bot started speaking".
+    reports: list[TurnReport] = []
+
+    async def keep(report: TurnReport) -> None:
+        reports.append(report)
+
+    observer = TurnMetricsObserver(keep, vad_stop_secs=0.2)
+    hop: Any = FrameProcessor()
+    output: Any = BaseOutputTransport(TransportParams())
+    up, down = FrameDirection.UPSTREAM, FrameDirection.DOWNSTREAM
+    for at_ms, source, frame, direction in [
+        (0, hop, VADUserStartedSpeakingFrame(), up),
+        (500, hop, VADUserStoppedSpeakingFrame(), up),
+        (600, hop, UserStoppedSpeakingFrame(), down),
+        (700, hop, LLMTextFrame("one"), down),
+        (800, hop, VADUserStartedSpeakingFrame(), up),  # barge-in while it is synthesised
+        (810, output, _audio(), down),  # the stale chunk: the measurement started over
+        (1500, hop, VADUserStoppedSpeakingFrame(), up),
+        (1600, hop, UserStoppedSpeakingFrame(), down),
+        (1700, hop, LLMTextFrame("two"), down),
+        (1800, hop, _audio(), down),
+        (1850, output, _audio(), down),  # written; no BotStartedSpeakingFrame came
+        (1900, output, _audio(), down),
+    ]:
+        await observer.on_push_frame(FramePushed(source, hop, frame, direction, at_ms * MS))
+    assert [(r["audio_out_ms"], r.get("bot_was_speaking")) for r in reports] == [(350.0, True)]
 
 
 async def test_a_turn_started_by_a_late_transcription_keeps_the_vad_stop() -> None:
