@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 from pipecat.frames.frames import (
@@ -74,11 +75,7 @@ def _audio(value: int, frames: int) -> list[TTSAudioRawFrame]:
     return [TTSAudioRawFrame(chunk, RATE, 1) for _ in range(frames)]
 
 
-async def _barge_in(guarded: bool) -> list[str]:
-    """A reply whose audio is still queued at the output when the caller interrupts it, then
-    the next reply. Returns what the output wrote and said, in order."""
-    events: list[str] = []
-    output = (_GuardedRecorder if guarded else _Recorder)(events)
+async def _running(output: BaseOutputTransport, events: list[str]) -> tuple[Any, Any]:
     worker = PipelineWorker(
         Pipeline([output, _SpeakingEvents(events)]),
         params=PipelineParams(audio_out_sample_rate=RATE),
@@ -87,8 +84,17 @@ async def _barge_in(guarded: bool) -> list[str]:
     runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
     await runner.add_workers(worker)
     running = asyncio.ensure_future(runner.run())
+    await asyncio.sleep(0.3)  # started
+    return worker, running
+
+
+async def _barge_in(guarded: bool) -> list[str]:
+    """A reply whose audio is still queued at the output when the caller interrupts it, then
+    the next reply. Returns what the output wrote and said, in order."""
+    events: list[str] = []
+    output = (_GuardedRecorder if guarded else _Recorder)(events)
+    worker, running = await _running(output, events)
     try:
-        await asyncio.sleep(0.3)  # started
         # Pushed as the TTS pushes them, with no await that lets the output run in between:
         # all of the first reply waits in the output's queue when the interruption arrives.
         for frame in [*_audio(FIRST, 5), InterruptionFrame()]:
@@ -121,6 +127,38 @@ async def test_without_the_guard_the_interrupted_reply_is_played_after_the_inter
     assert "first" in after, events
     assert after.count("started speaking") == 1, events
     assert after.index("started speaking") < after.index("first"), events
+
+
+async def test_a_chunk_taken_to_send_before_the_interruption_is_not_sent() -> None:
+    # The sender took it off its queue just before the interruption emptied the queue, and
+    # goes on to send it just after: taking it starts the bot speaking again.
+    events: list[str] = []
+    output = _GuardedRecorder(events)
+    worker, running = await _running(output, events)
+    try:
+        (taken,) = _audio(FIRST, 1)
+        await output.queue_frame(InterruptionFrame())
+        await asyncio.sleep(0.1)
+        sender = output._media_senders[None]
+        await sender._handle_frame(taken)  # what the sender does with it, then the write
+        assert not await output.write_audio_frame(taken)
+        await asyncio.sleep(0.1)
+        for frame in _audio(SECOND, 5):
+            await output.queue_frame(frame)
+        await asyncio.sleep(0.5)
+    finally:
+        await worker.cancel()
+        await asyncio.wait_for(running, 10)
+    events = [event for event in events if event != "silence"]
+    assert "first" not in events, events
+    assert events[:4] == [
+        "interruption",
+        "started speaking",  # (taking the chunk)
+        "stopped speaking",  # at once, not after the 3 s pipecat waits for more audio
+        "started speaking",  # the next reply is announced
+    ], events
+    assert set(events[4:]) == {"second"}, events
+    assert output.stale_frames == 1
 
 
 def test_the_transport_builds_the_guarded_output() -> None:
