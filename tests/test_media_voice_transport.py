@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 from pipecat.frames.frames import (
@@ -75,26 +75,31 @@ def _audio(value: int, frames: int) -> list[TTSAudioRawFrame]:
     return [TTSAudioRawFrame(chunk, RATE, 1) for _ in range(frames)]
 
 
-async def _running(output: BaseOutputTransport, events: list[str]) -> tuple[Any, Any]:
+async def _play(output: _Recorder, scenario: Callable[[_Recorder], Awaitable[None]]) -> list[str]:
+    """Runs ``scenario`` against ``output`` in a pipeline; what it wrote and said, in order."""
     worker = PipelineWorker(
-        Pipeline([output, _SpeakingEvents(events)]),
+        Pipeline([output, _SpeakingEvents(output.events)]),
         params=PipelineParams(audio_out_sample_rate=RATE),
         cancel_on_idle_timeout=False,
     )
     runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
     await runner.add_workers(worker)
     running = asyncio.ensure_future(runner.run())
-    await asyncio.sleep(0.3)  # started
-    return worker, running
+    try:
+        await asyncio.sleep(0.3)  # started
+        await scenario(output)
+        await asyncio.sleep(0.5)
+    finally:
+        await worker.cancel()
+        await asyncio.wait_for(running, 10)
+    return [event for event in output.events if event != "silence"]
 
 
 async def _barge_in(guarded: bool) -> list[str]:
     """A reply whose audio is still queued at the output when the caller interrupts it, then
-    the next reply. Returns what the output wrote and said, in order."""
-    events: list[str] = []
-    output = (_GuardedRecorder if guarded else _Recorder)(events)
-    worker, running = await _running(output, events)
-    try:
+    the next reply."""
+
+    async def scenario(output: _Recorder) -> None:
         # Pushed as the TTS pushes them, with no await that lets the output run in between:
         # all of the first reply waits in the output's queue when the interruption arrives.
         for frame in [*_audio(FIRST, 5), InterruptionFrame()]:
@@ -102,11 +107,8 @@ async def _barge_in(guarded: bool) -> list[str]:
         await asyncio.sleep(0.5)
         for frame in _audio(SECOND, 5):
             await output.queue_frame(frame)
-        await asyncio.sleep(0.5)
-    finally:
-        await worker.cancel()
-        await asyncio.wait_for(running, 10)
-    return [event for event in events if event != "silence"]
+
+    return await _play((_GuardedRecorder if guarded else _Recorder)([]), scenario)
 
 
 async def test_audio_overtaken_by_an_interruption_is_not_played() -> None:
@@ -132,11 +134,9 @@ async def test_without_the_guard_the_interrupted_reply_is_played_after_the_inter
 async def test_a_chunk_taken_to_send_before_the_interruption_is_not_sent() -> None:
     # The sender took it off its queue just before the interruption emptied the queue, and
     # goes on to send it just after: taking it starts the bot speaking again.
-    events: list[str] = []
-    output = _GuardedRecorder(events)
-    worker, running = await _running(output, events)
-    try:
-        (taken,) = _audio(FIRST, 1)
+    (taken,) = _audio(FIRST, 1)
+
+    async def scenario(output: _Recorder) -> None:
         await output.queue_frame(InterruptionFrame())
         await asyncio.sleep(0.1)
         sender = output._media_senders[None]
@@ -145,11 +145,9 @@ async def test_a_chunk_taken_to_send_before_the_interruption_is_not_sent() -> No
         await asyncio.sleep(0.1)
         for frame in _audio(SECOND, 5):
             await output.queue_frame(frame)
-        await asyncio.sleep(0.5)
-    finally:
-        await worker.cancel()
-        await asyncio.wait_for(running, 10)
-    events = [event for event in events if event != "silence"]
+
+    output = _GuardedRecorder([])
+    events = await _play(output, scenario)
     assert "first" not in events, events
     assert events[:4] == [
         "interruption",
