@@ -11,6 +11,8 @@ Each bot gets its own cgroup, created **under the spawner's own cgroup** (read f
   ``cpu.cfs_period_us`` (and ``cpu.cfs_burst_us``), and the same path in the memory
   hierarchy with ``memory.limit_in_bytes`` (and ``memory.memsw.limit_in_bytes``, so swap is
   no escape).
+- The ``voicebots-<spawner pid>`` group holding the bots gets a CPU weight (v2
+  ``cpu.weight``, v1 ``cpu.shares``) of :attr:`LimitsConfig.bots_weight` ordinary processes.
 - Where no cgroup is writable: ``RLIMIT_AS`` set on the bot from outside (prlimit) to its
   address space at fork plus the memory limit. That bounds growth, not resident memory, and
   there is no CPU cap; the spawner says so at start-up.
@@ -39,6 +41,10 @@ __all__ = ["Enforcement", "Limiter", "LimitsConfig", "make_limiter"]
 #: while the average stays at the share. Measured in ``voicebots bench``: spawn→ready
 #: 204 → 109 ms p50 against a 20 ms period with its smaller burst.
 CPU_PERIOD_US = 100_000
+#: The weight of an ordinary process (nice 0) against a cgroup: v1 ``cpu.shares``, v2
+#: ``cpu.weight``.
+V1_SHARES = 1024
+V2_WEIGHT = 100
 #: An exited bot's group is busy until the kernel has seen its last member go.
 RMDIR_ATTEMPTS = 50
 RMDIR_PAUSE = 0.02
@@ -55,6 +61,11 @@ class Enforcement(StrEnum):
 class LimitsConfig:
     cpu: float = 0.5
     memory_mb: int = 1024
+    #: The weight of all bots together, in ordinary processes, against the processes that
+    #: share the spawner's cgroup (the spawner, and signaling and the rq worker when they run
+    #: beside it). Only matters while the CPU is contended: then an offer's way through
+    #: signaling and the spawner is not queued behind every bot's share (README, "Speed").
+    bots_weight: float = 0.125
     #: ``auto`` (cgroup if writable, else rlimit), ``cgroup``, ``rlimit`` or ``off``.
     mode: str = "auto"
     #: Where cgroup hierarchies are mounted; tests point this at a scratch tree.
@@ -78,6 +89,9 @@ class LimitsConfig:
         return cls(
             cpu=env_float(environ, "VOICEBOTS_BOT_CPU", cls.cpu, minimum=0.01),
             memory_mb=env_int(environ, "VOICEBOTS_BOT_MEMORY_MB", cls.memory_mb, minimum=64),
+            bots_weight=env_float(
+                environ, "VOICEBOTS_BOTS_CPU_WEIGHT", cls.bots_weight, minimum=0.01
+            ),
             mode=mode,
         )
 
@@ -114,6 +128,7 @@ class Limiter:
             "enforcement": self.enforcement.value,
             "cpu": self.config.cpu,
             "memory_mb": self.config.memory_mb,
+            "bots_weight": self.config.bots_weight,
         }
 
 
@@ -142,7 +157,8 @@ class _CgroupLimiter(Limiter):
         where = ", ".join(str(p) for p in dict.fromkeys(self._parents.values()))
         return (
             f"bots limited by {self.enforcement.value}: {self.config.cpu} CPU, "
-            f"{self.config.memory_mb} MB each, under {where}"
+            f"{self.config.memory_mb} MB each, under {where}, weighing "
+            f"{self.config.bots_weight} of a process together"
         )
 
     async def release(self, pid: int) -> None:
@@ -256,6 +272,7 @@ def _cgroup_limiter(config: LimitsConfig) -> Limiter:
         own = v2_root / unified.lstrip("/")
         _sweep_stale(own)
         parent = _delegate_v2(own, tag)
+        _write(parent / "cpu.weight", min(10_000, max(1, round(V2_WEIGHT * config.bots_weight))))
         return CgroupV2Limiter(config, {"unified": parent})
     if "cpu" in v1 and "memory" in v1:
         parents = {}
@@ -265,6 +282,7 @@ def _cgroup_limiter(config: LimitsConfig) -> Limiter:
             parent = own / tag
             parent.mkdir(exist_ok=True)
             parents[controller] = parent
+        _write(parents["cpu"] / "cpu.shares", max(2, round(V1_SHARES * config.bots_weight)))
         return CgroupV1Limiter(config, parents)
     raise OSError("no cgroup hierarchy with both cpu and memory controllers")
 

@@ -45,6 +45,15 @@ def _cpu_limits(groups: list[Path]) -> dict[str, int]:
     raise AssertionError(f"no CPU limit in {groups}")
 
 
+def _bots_weight(parents: list[Path]) -> int:
+    """The CPU weight of the group holding the bots, from v2's cpu.weight or v1's cpu.shares."""
+    for parent in parents:
+        for name in ("cpu.weight", "cpu.shares"):
+            if (parent / name).exists():
+                return int((parent / name).read_text())
+    raise AssertionError(f"no CPU weight in {parents}")
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -73,6 +82,8 @@ def test_a_killed_bot_leaves_no_process_and_no_cgroup() -> None:
         assert all(str(child) in (g / "cgroup.procs").read_text().split() for g in groups)
         limits = _cpu_limits(groups)
         assert (limits["quota"], limits["period"]) == (50_000, 100_000)
+        # All bots together weigh an eighth of a process (1024 v1 shares, 100 v2 weight).
+        assert _bots_weight([g.parent for g in groups]) in (128, 12)
         assert limits.get("burst", 50_000) == 50_000  # absent only before Linux 5.14
 
         bot.kill()  # the child is orphaned, still in the bot's group
