@@ -32,6 +32,7 @@ from bots.protocol import Channel, Message, ProtocolError
 from bots.record import TranscriptLine
 from bots.rehearsal import rehearse_answer
 from bots.turn_metrics import TurnReport
+from media import interfaces
 from media.logs import LogRecord, configure_logging
 from media.ports import NoFreePort
 from media.tracing import Tracing, extract
@@ -108,6 +109,7 @@ class Bot:
         self._channel = channel = await Channel.open(self._sock)
         started = time.monotonic()
         try:
+            interfaces.read_ahead()  # the answer's ICE gathering need not list them
             self._call = prepare_call(
                 self._config, self._on_line, self._on_turn, tracing=tracing_enabled
             )
@@ -158,7 +160,6 @@ class Bot:
         """Answer the offer and run the call; returns its end reason."""
         assert self._channel is not None and self._call is not None
         call = self._call
-        logger.info("assigned")
         try:
             answer = await call.answer(str(assign["sdp"]), str(assign.get("sdp_type", "offer")))
         except Exception as exc:
@@ -171,6 +172,7 @@ class Bot:
             await self._channel.send({"type": "bye", "end_reason": code, "failed": True})
             return code
         await self._channel.send(_answer_message(assign.get("req"), answer))
+        logger.info("answered")
 
         @call.connection.event_handler("connected")
         async def _on_connected(_connection: Any) -> None:
@@ -317,6 +319,7 @@ class Bot:
         while True:
             await self._send({"type": "heartbeat"})
             await asyncio.sleep(self._config.heartbeat_interval)
+            interfaces.refresh()
 
     async def _on_line(self, line: TranscriptLine) -> None:
         await self._send({"type": "transcript", **line.to_json()})

@@ -135,7 +135,7 @@ def test_record_keeps_turn_metrics_and_bot_logs(redis_server: Redis) -> None:
 
     logs = json.loads(record["logs"])
     assert logs and all(line["session_id"] == result.session_id for line in logs)
-    assert any(line["message"] == "assigned" for line in logs)
+    assert any(line["message"] == "answered" for line in logs)
     assert all(line["pid"] == int(record["bot_pid"]) for line in logs)
     # Every process logs JSON lines; the spawner's carry the session too.
     json_lines = [json.loads(line) for line in spawner_log.splitlines() if line.startswith("{")]
