@@ -193,10 +193,7 @@ class CallManager:
         session.started_at = time.time()
         bot.session_id = session.session_id
         self._by_pid[bot.pid] = session
-        # Its first step opens the spool journal, before any transcript line can arrive.
-        session.opening = self._later(
-            self._recorder.open_call(session.session_id, session.started_at, session.owner)
-        )
+        session.opening = self._later(self._open_record(session))
         try:
             async with self._pool.answering(bot):
                 reply = await bot.request(
@@ -222,6 +219,14 @@ class CallManager:
         self._pool.start_after_answers(bot)
         logger.bind(session_id=session.session_id).info(f"bot {bot.pid} answered")
         return {"sdp": reply["sdp"], "type": reply["sdp_type"], "pc_id": reply["pc_id"]}
+
+    async def _open_record(self, session: Session) -> None:
+        """Mark the call active in Redis and open its spool journal once the burst it came
+        in is answered (the spawner's CPU goes to answers first). The bot starts no sooner,
+        so no transcript line comes before; should one, the journal opens on it."""
+        await self._pool.after_answers()
+        assert session.started_at is not None
+        await self._recorder.open_call(session.session_id, session.started_at, session.owner)
 
     async def _renegotiate(self, session: Session, offer: OfferRequest) -> dict[str, Any]:
         assert session.bot is not None

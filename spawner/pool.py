@@ -180,6 +180,13 @@ class Pool:
             self._release_held()
             await self.notify()
 
+    async def after_answers(self) -> None:
+        """Return once no offer is being answered, or :data:`START_HOLD` from now at the
+        latest: for work of a call that can wait until its burst is answered."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(START_HOLD), self._changed:
+                await self._changed.wait_for(lambda: not self._answering)
+
     def start_after_answers(self, bot: BotHandle) -> None:
         """Tell ``bot``, which has answered, to start its call once no offer is being
         answered (see :data:`START_HOLD`)."""

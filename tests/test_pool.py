@@ -147,3 +147,18 @@ async def test_answered_bot_is_held_no_longer_than_start_hold() -> None:
         await asyncio.sleep(START_HOLD + 0.05)
         await asyncio.gather(*pool._tasks)
         assert bot.sent == [{"type": "start"}]
+
+
+async def test_work_after_answers_waits_for_the_burst_but_not_for_long() -> None:
+    pool = _pool(min_idle=0, max_bots=4)
+    answering, slow = _AnsweredBot(1), _AnsweredBot(2)
+    async with pool.answering(answering):  # type: ignore[arg-type]
+        waiting = asyncio.create_task(pool.after_answers())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # an offer is still being answered
+    await asyncio.wait_for(waiting, 1.0)  # returns as the last answer comes back
+
+    async with pool.answering(slow):  # type: ignore[arg-type]
+        started = time.monotonic()
+        await asyncio.wait_for(pool.after_answers(), START_HOLD + 1.0)
+        assert time.monotonic() - started >= START_HOLD * 0.9
