@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +10,12 @@ from bots.config import BotConfig
 from media.env import Environ, env_float, env_int, env_str
 from spawner.limits import LimitsConfig
 
-__all__ = ["SpawnerConfig"]
+__all__ = ["SpawnerConfig", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,9 @@ class SpawnerConfig:
     assign_wait: float = 5.0
     #: How long a bot may take to answer an offer.
     answer_timeout: float = 10.0
+    #: Offers answered at once (default: the CPUs the spawner may use); the others wait in
+    #: arrival order, each at most ``spawner.pool.SLOT_LEASE`` behind an offer (0: no limit).
+    answer_concurrency: int = field(default_factory=usable_cpus)
     #: A session from ``POST /start`` that gets no offer in this time is forgotten.
     start_ttl: float = 120.0
     #: How long live calls may go on after SIGTERM before they are ended.
@@ -68,6 +77,9 @@ class SpawnerConfig:
             assign_wait=env_float(environ, "VOICEBOTS_ASSIGN_WAIT", cls.assign_wait),
             answer_timeout=env_float(
                 environ, "VOICEBOTS_ANSWER_TIMEOUT", cls.answer_timeout, minimum=0.1
+            ),
+            answer_concurrency=env_int(
+                environ, "VOICEBOTS_ANSWER_CONCURRENCY", usable_cpus(), minimum=0
             ),
             start_ttl=env_float(environ, "VOICEBOTS_START_TTL", cls.start_ttl, minimum=1.0),
             drain_timeout=env_float(environ, "VOICEBOTS_DRAIN_TIMEOUT", cls.drain_timeout),

@@ -33,6 +33,12 @@ REFILL_QUIET = 0.1
 #: offer is being answered, or at the latest this long after its own answer — by then its
 #: caller is still completing ICE and DTLS, which the bot serves meanwhile.
 START_HOLD = 0.25
+#: One offer per CPU is answered at a time, the others wait in arrival order: a bot's answer is
+#: ~4 ms of CPU, and bots answering side by side share the CPU and all finish late (measured in
+#: ``voicebots bench``: burst-16 offer→answer p50 60 and 61 ms against 75 and 77 ms with every
+#: offer at once). An answer that waits on the network (a TURN allocation, say) holds its slot
+#: no longer than this: then the next offer goes on beside it.
+SLOT_LEASE = 0.05
 
 EventCallback = Callable[[BotHandle, Message], Awaitable[None]]
 ExitCallback = Callable[[BotHandle], Awaitable[None]]
@@ -72,6 +78,10 @@ class Pool:
         self.spawn_failures = 0
         self._arrivals: deque[float] = deque()
         self._answering: set[int] = set()  # bots answering an offer, by pid
+        # Slots for answering offers (see SLOT_LEASE); None: no limit.
+        self._slots = (
+            asyncio.Semaphore(config.answer_concurrency) if config.answer_concurrency else None
+        )
         self._answered_at = -math.inf  # when the last answer (of any bot) came back
         self._burst_began = -math.inf  # when the first offer after a quiet spell came
         self._waiting = 0  # calls in acquire() waiting for a bot to become ready
@@ -173,12 +183,37 @@ class Pool:
             self._burst_began = now
         self._answering.add(bot.pid)
         try:
-            yield
+            async with self._answer_slot():
+                yield
         finally:
             self._answering.discard(bot.pid)
             self._answered_at = time.monotonic()
             self._release_held()
             await self.notify()
+
+    @contextlib.asynccontextmanager
+    async def _answer_slot(self) -> AsyncIterator[None]:
+        """Wait for a slot to answer an offer in; it is freed by the answer or by
+        :data:`SLOT_LEASE`, whichever comes first."""
+        slots = self._slots
+        if slots is None:
+            yield
+            return
+        await slots.acquire()
+        held = True
+
+        def free() -> None:
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
+
+        lease = asyncio.get_running_loop().call_later(SLOT_LEASE, free)
+        try:
+            yield
+        finally:
+            lease.cancel()
+            free()
 
     async def after_answers(self) -> None:
         """Return once no offer is being answered, or :data:`START_HOLD` from now at the

@@ -12,7 +12,7 @@ from spawner import pool as pool_module
 from spawner.bot_handle import BotState
 from spawner.config import SpawnerConfig
 from spawner.limits import Limiter, LimitsConfig
-from spawner.pool import REFILL_DEFER, START_HOLD, Pool
+from spawner.pool import REFILL_DEFER, SLOT_LEASE, START_HOLD, Pool
 from spawner.zygote import Zygote
 
 
@@ -162,3 +162,34 @@ async def test_work_after_answers_waits_for_the_burst_but_not_for_long() -> None
         started = time.monotonic()
         await asyncio.wait_for(pool.after_answers(), START_HOLD + 1.0)
         assert time.monotonic() - started >= START_HOLD * 0.9
+
+
+async def _answer(pool: Pool, bot: _AnsweredBot, order: list[str], hold: float) -> None:
+    async with pool.answering(bot):  # type: ignore[arg-type]
+        order.append(f"{bot.pid} answers")
+        await asyncio.sleep(hold)
+        order.append(f"{bot.pid} answered")
+
+
+async def test_offers_are_answered_one_slot_at_a_time_in_arrival_order() -> None:
+    pool = _pool(min_idle=0, max_bots=4, answer_concurrency=1)
+    order: list[str] = []
+    await asyncio.gather(*(_answer(pool, _AnsweredBot(pid), order, 0.005) for pid in (1, 2, 3)))
+    assert order == [f"{pid} {step}" for pid in (1, 2, 3) for step in ("answers", "answered")]
+
+
+async def test_an_answer_that_waits_lends_its_slot_after_the_lease() -> None:
+    pool = _pool(min_idle=0, max_bots=4, answer_concurrency=1)
+    order: list[str] = []
+    slow = asyncio.create_task(_answer(pool, _AnsweredBot(1), order, SLOT_LEASE * 10))
+    await asyncio.sleep(0)
+    await _answer(pool, _AnsweredBot(2), order, 0)
+    assert order == ["1 answers", "2 answers", "2 answered"]  # not behind the slow one
+    await slow
+
+
+async def test_without_a_limit_every_offer_is_answered_at_once() -> None:
+    pool = _pool(min_idle=0, max_bots=4, answer_concurrency=0)
+    order: list[str] = []
+    await asyncio.gather(*(_answer(pool, _AnsweredBot(pid), order, 0.005) for pid in (1, 2, 3)))
+    assert order[:3] == ["1 answers", "2 answers", "3 answers"]
