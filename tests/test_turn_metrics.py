@@ -25,6 +25,7 @@ from pipecat.transports.base_transport import TransportParams
 from bots.turn_metrics import TurnMetricsObserver, TurnReport
 
 MS = 1_000_000  # pipeline clock is in nanoseconds
+UP, DOWN = FrameDirection.UPSTREAM, FrameDirection.DOWNSTREAM
 
 
 @dataclass
@@ -32,7 +33,11 @@ class _VAD:
     stop_silence_secs: float | None = None
 
 
-async def _feed(frames: list[tuple[int, Frame]], vad_stop_secs: float = 0.2) -> list[TurnReport]:
+#: A frame pushed at a time (ms) by a processor (``None``: one in the middle of the pipeline).
+Push = tuple[int, Any, Frame, FrameDirection]
+
+
+async def _feed_pushes(pushes: list[Push], vad_stop_secs: float = 0.2) -> list[TurnReport]:
     reports: list[TurnReport] = []
 
     async def keep(report: TurnReport) -> None:
@@ -40,12 +45,19 @@ async def _feed(frames: list[tuple[int, Frame]], vad_stop_secs: float = 0.2) -> 
 
     observer = TurnMetricsObserver(keep, vad_stop_secs=vad_stop_secs)
     hop: Any = FrameProcessor()
-    for at_ms, frame in frames:
-        # The user aggregator sends VAD events upstream at once (and a queued copy downstream).
-        vad = isinstance(frame, (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame))
-        direction = FrameDirection.UPSTREAM if vad else FrameDirection.DOWNSTREAM
-        await observer.on_push_frame(FramePushed(hop, hop, frame, direction, at_ms * MS))
+    for at_ms, source, frame, direction in pushes:
+        pushed = FramePushed(source or hop, hop, frame, direction, at_ms * MS)
+        await observer.on_push_frame(pushed)
     return reports
+
+
+async def _feed(frames: list[tuple[int, Frame]], vad_stop_secs: float = 0.2) -> list[TurnReport]:
+    # The user aggregator sends VAD events upstream at once (and a queued copy downstream).
+    vad = (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)
+    return await _feed_pushes(
+        [(at_ms, None, frame, UP if isinstance(frame, vad) else DOWN) for at_ms, frame in frames],
+        vad_stop_secs,
+    )
 
 
 def _transcription(text: str) -> TranscriptionFrame:
@@ -111,30 +123,23 @@ async def test_a_reply_the_transport_never_announced_is_measured_when_written() 
     # pipecat's output can take a chunk of an interrupted reply off its queue just before the
     # interruption and send it just after: it then counts the bot as speaking, and the next
     # reply starts without a "bot started speaking".
-    reports: list[TurnReport] = []
-
-    async def keep(report: TurnReport) -> None:
-        reports.append(report)
-
-    observer = TurnMetricsObserver(keep, vad_stop_secs=0.2)
-    hop: Any = FrameProcessor()
     output: Any = BaseOutputTransport(TransportParams())
-    up, down = FrameDirection.UPSTREAM, FrameDirection.DOWNSTREAM
-    for at_ms, source, frame, direction in [
-        (0, hop, VADUserStartedSpeakingFrame(), up),
-        (500, hop, VADUserStoppedSpeakingFrame(), up),
-        (600, hop, UserStoppedSpeakingFrame(), down),
-        (700, hop, LLMTextFrame("one"), down),
-        (800, hop, VADUserStartedSpeakingFrame(), up),  # barge-in while it is synthesised
-        (810, output, _audio(), down),  # the stale chunk: the measurement started over
-        (1500, hop, VADUserStoppedSpeakingFrame(), up),
-        (1600, hop, UserStoppedSpeakingFrame(), down),
-        (1700, hop, LLMTextFrame("two"), down),
-        (1800, hop, _audio(), down),
-        (1850, output, _audio(), down),  # written; no BotStartedSpeakingFrame came
-        (1900, output, _audio(), down),
-    ]:
-        await observer.on_push_frame(FramePushed(source, hop, frame, direction, at_ms * MS))
+    reports = await _feed_pushes(
+        [
+            (0, None, VADUserStartedSpeakingFrame(), UP),
+            (500, None, VADUserStoppedSpeakingFrame(), UP),
+            (600, None, UserStoppedSpeakingFrame(), DOWN),
+            (700, None, LLMTextFrame("one"), DOWN),
+            (800, None, VADUserStartedSpeakingFrame(), UP),  # barge-in while it is synthesised
+            (810, output, _audio(), DOWN),  # the stale chunk: the measurement started over
+            (1500, None, VADUserStoppedSpeakingFrame(), UP),
+            (1600, None, UserStoppedSpeakingFrame(), DOWN),
+            (1700, None, LLMTextFrame("two"), DOWN),
+            (1800, None, _audio(), DOWN),
+            (1850, output, _audio(), DOWN),  # written; no BotStartedSpeakingFrame came
+            (1900, output, _audio(), DOWN),
+        ]
+    )
     assert [(r["audio_out_ms"], r.get("bot_was_speaking")) for r in reports] == [(350.0, True)]
 
 
@@ -156,26 +161,19 @@ async def test_a_turn_started_by_a_late_transcription_keeps_the_vad_stop() -> No
 
 
 async def test_a_late_downstream_copy_of_a_vad_event_is_not_the_reference() -> None:
-    reports: list[TurnReport] = []
-
-    async def keep(report: TurnReport) -> None:
-        reports.append(report)
-
-    observer = TurnMetricsObserver(keep, vad_stop_secs=0.2)
-    hop: Any = FrameProcessor()
-    up, down = FrameDirection.UPSTREAM, FrameDirection.DOWNSTREAM
-    for at_ms, frame, direction in [
-        (0, VADUserStartedSpeakingFrame(), up),
-        (1000, VADUserStoppedSpeakingFrame(), up),
-        (1100, _transcription("hello"), down),
-        (1900, VADUserStartedSpeakingFrame(), down),  # the aggregator's queue was behind
-        (2000, VADUserStoppedSpeakingFrame(), down),
-        (2100, UserStoppedSpeakingFrame(), down),
-        (2200, LLMTextFrame("ok"), down),
-        (2300, _audio(), down),
-        (2400, BotStartedSpeakingFrame(), down),
-    ]:
-        await observer.on_push_frame(FramePushed(hop, hop, frame, direction, at_ms * MS))
+    reports = await _feed_pushes(
+        [
+            (0, None, VADUserStartedSpeakingFrame(), UP),
+            (1000, None, VADUserStoppedSpeakingFrame(), UP),
+            (1100, None, _transcription("hello"), DOWN),
+            (1900, None, VADUserStartedSpeakingFrame(), DOWN),  # the aggregator's queue was behind
+            (2000, None, VADUserStoppedSpeakingFrame(), DOWN),
+            (2100, None, UserStoppedSpeakingFrame(), DOWN),
+            (2200, None, LLMTextFrame("ok"), DOWN),
+            (2300, None, _audio(), DOWN),
+            (2400, None, BotStartedSpeakingFrame(), DOWN),
+        ]
+    )
     assert reports[0]["stt_ms"] == 100.0
     assert reports[0]["audio_out_ms"] == 1400.0
 
