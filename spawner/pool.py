@@ -85,8 +85,6 @@ class Pool:
         self._answered_at = -math.inf  # when the last answer (of any bot) came back
         self._burst_began = -math.inf  # when the first offer after a quiet spell came
         self._waiting = 0  # calls in acquire() waiting for a bot to become ready
-        # Answered bots not yet told to start, with the timer that ends their wait.
-        self._held: dict[int, tuple[BotHandle, asyncio.TimerHandle]] = {}
 
     # -- counts ---------------------------------------------------------------------------
 
@@ -188,7 +186,6 @@ class Pool:
         finally:
             self._answering.discard(bot.pid)
             self._answered_at = time.monotonic()
-            self._release_held()
             await self.notify()
 
     @contextlib.asynccontextmanager
@@ -225,24 +222,10 @@ class Pool:
     def start_after_answers(self, bot: BotHandle) -> None:
         """Tell ``bot``, which has answered, to start its call once no offer is being
         answered (see :data:`START_HOLD`)."""
-        timer = asyncio.get_running_loop().call_later(START_HOLD, self._release, bot.pid)
-        self._held[bot.pid] = (bot, timer)
-        self._release_held()
+        self._later(self._start_after_answers(bot))
 
-    def _release_held(self) -> None:
-        if not self._answering:
-            for pid in list(self._held):
-                self._release(pid)
-
-    def _release(self, pid: int) -> None:
-        held = self._held.pop(pid, None)
-        if held is not None:
-            bot, timer = held
-            timer.cancel()
-            self._later(self._send_start(bot))
-
-    @staticmethod
-    async def _send_start(bot: BotHandle) -> None:
+    async def _start_after_answers(self, bot: BotHandle) -> None:
+        await self.after_answers()
         # A bot gone meanwhile has ended its call; its exit is handled on its own.
         with contextlib.suppress(BotError):
             await bot.send({"type": "start"})
@@ -344,9 +327,6 @@ class Pool:
     async def close(self) -> None:
         """Kill every bot and stop maintaining. Safe to call twice."""
         self.accepting = False
-        for _bot, timer in self._held.values():
-            timer.cancel()
-        self._held.clear()
         if self._maintainer is not None:
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
