@@ -45,7 +45,9 @@ LAZY_MODULES = (
     "argparse",
     "redis",
     "spawner.cli",
-    # The HTTP backend of the OpenAI clients' first connection.
+    # The HTTP backend of the OpenAI clients' first connection, and the event loop backend
+    # its connection pool asks for at the first request.
+    "anyio._backends._asyncio",
     "anyio._core._sockets",
     "anyio._core._streams",
     "anyio.streams.memory",
