@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -142,26 +143,38 @@ class Bot:
             logger.warning(f"answer rehearsal failed: {exc!r}")
 
     async def _take_call(self, assign: Message) -> None:
+        received_ns = time.time_ns()
         session_id = str(assign.get("session_id", ""))
         # One bot, one call: every later log line of this process belongs to this session.
         logger.configure(extra={"session_id": session_id})
         self._in_call = True
         self._spawn(self._forward_logs())
+        # Answers first: the call's span, which begins at the assign, is made once the answer
+        # is sent (~0.2 ms of CPU, ~0.7 ms in a bot's first burst, on the answer's path), and
+        # the answer's allocations start no collection (one, 0.16-0.2 ms, came due in each).
+        gc.disable()
+        try:
+            rejected = await self._answer(assign)
+        finally:
+            gc.enable()
         tracer = trace.get_tracer("voicebots.bot")
         with tracer.start_as_current_span(
             "call",
             context=extract(assign.get("trace")),
             attributes={"voicebots.session_id": session_id, "voicebots.bot_pid": os.getpid()},
+            start_time=received_ns,
         ) as span:
-            reason = await self._serve(assign, session_id)
+            reason = rejected or await self._serve(assign)
             span.set_attribute("voicebots.end_reason", reason)
 
-    async def _serve(self, assign: Message, session_id: str) -> str:
-        """Answer the offer and run the call; returns its end reason."""
+    async def _answer(self, assign: Message) -> str:
+        """Send the offer's answer; or, if it cannot be answered, the error and ``bye``, and
+        return the end reason."""
         assert self._channel is not None and self._call is not None
-        call = self._call
         try:
-            answer = await call.answer(str(assign["sdp"]), str(assign.get("sdp_type", "offer")))
+            answer = await self._call.answer(
+                str(assign["sdp"]), str(assign.get("sdp_type", "offer"))
+            )
         except Exception as exc:
             # A full UDP port range is the server's shortage, not the caller's mistake.
             code = "no_ports" if isinstance(exc, NoFreePort) else "bad_offer"
@@ -172,7 +185,12 @@ class Bot:
             await self._channel.send({"type": "bye", "end_reason": code, "failed": True})
             return code
         await self._channel.send(_answer_message(assign.get("req"), answer))
-        logger.info("answered")
+        return ""
+
+    async def _serve(self, assign: Message) -> str:
+        """Run the answered call; returns its end reason."""
+        assert self._channel is not None and self._call is not None
+        call = self._call
 
         @call.connection.event_handler("connected")
         async def _on_connected(_connection: Any) -> None:
@@ -192,6 +210,8 @@ class Bot:
             {start_task, stop_task}, timeout=START_WAIT, return_when=asyncio.FIRST_COMPLETED
         )
         start_task.cancel()
+        # Logged (and forwarded to the spawner, ~0.3 ms of CPU) after the burst is answered.
+        logger.info("answered")
         if call.preconnect is not None:
             # While ICE and DTLS complete and the caller starts talking.
             self._spawn(call.preconnect())
