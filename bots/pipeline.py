@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiortc import RTCPeerConnection
 from loguru import logger
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSSpeakFrame
@@ -40,7 +41,7 @@ from bots.record import TranscriptLine
 from bots.services import OpenAISession, make_llm, make_stt, make_tts, preconnect
 from bots.turn_metrics import ReportCallback, TurnMetricsObserver
 from bots.vad import InlineSileroVAD
-from media import ice
+from media import certificates, ice
 from media.decoding import decode_audio_inline
 from media.jitter import tune_audio_receivers
 from media.voice_track import VoiceConnection
@@ -120,8 +121,25 @@ class CallPipeline:
     jitter_frames: int
     #: Opens the provider connections the first turn will use (none for offline providers).
     preconnect: Callable[[], Awaitable[None]] | None = None
+    #: Whether :meth:`gather_ahead` may gather before the offer (no STUN or TURN servers).
+    may_gather_ahead: bool = False
     #: Set from connection/transport events; read when the pipeline has ended.
     end_reason: str = ""
+
+    async def gather_ahead(self) -> bool:
+        """Before the offer: add the audio transceiver a caller's offer will be matched to,
+        gather its ICE candidates and compute its certificate's fingerprints, so that the
+        answer only negotiates. The data channel shares this transport (max-bundle).
+
+        Host candidates only: with STUN or TURN servers, a NAT mapping or a relay allocation
+        made now could expire before the call comes, so the answer gathers as before. Returns
+        whether it gathered. A failure (a full UDP port range) leaves the peer connection
+        unable to gather again: the caller replaces the call's pipeline.
+        """
+        if not self.may_gather_ahead:
+            return False
+        await gather_ahead(self.connection.pc)
+        return True
 
     async def answer(self, sdp: str, sdp_type: str) -> dict[str, Any]:
         """Apply the caller's offer; the answer carries all local ICE candidates."""
@@ -153,6 +171,14 @@ def _turn_strategies(config: BotConfig) -> UserTurnStrategies:
     return UserTurnStrategies(stop=[stop])
 
 
+async def gather_ahead(pc: RTCPeerConnection) -> None:
+    """Give an answerer's ``pc`` its audio transceiver, its gathered candidates and its
+    fingerprints before the offer (see :meth:`CallPipeline.gather_ahead`)."""
+    transport = pc.addTransceiver("audio", direction="sendrecv").receiver.transport
+    await transport.transport.iceGatherer.gather()
+    transport.getLocalParameters()  # the fingerprints, computed once (media.certificates)
+
+
 def prepare_call(
     config: BotConfig, on_line: LineCallback, on_turn: ReportCallback, *, tracing: bool = False
 ) -> CallPipeline:
@@ -167,9 +193,11 @@ def prepare_call(
     # ICE binds in VOICEBOTS_UDP_PORTS on VOICEBOTS_BIND_HOST and advertises
     # VOICEBOTS_PUBLIC_IP; installed for the whole process, whose one peer this is.
     ice.install(ice.IcePolicy.from_config(config.media))
+    certificates.install()
+    ice_servers = ice.peer_ice_servers(config.media)
     connection = VoiceConnection(
         sample_rate=AUDIO_OUT_RATE,
-        ice_servers=ice.peer_ice_servers(config.media),
+        ice_servers=ice_servers,
         connection_timeout_secs=max(1, int(config.connect_timeout)),
     )
     transport = VoiceTransport(
@@ -223,6 +251,7 @@ def prepare_call(
         inbound=inbound,
         jitter_frames=config.jitter_frames,
         preconnect=None if session is None else functools.partial(preconnect, session),
+        may_gather_ahead=not ice_servers,
     )
 
     @aggregators.user().event_handler("on_user_turn_message_added")

@@ -3,7 +3,8 @@
 The spawner starts this in a child forked from the preloaded zygote and talks to it over a
 socketpair (see :mod:`bots.protocol`). Lifecycle::
 
-    prepare (build pipeline, load VAD) → ready → assign (offer → answer) → call → bye → exit
+    prepare (build pipeline, load VAD) → ready → gather ICE candidates, rehearse the answer
+    → assign (offer → answer) → call → bye → exit
 
 A bot never serves a second call: whatever state a call leaves behind dies with the process.
 """
@@ -96,6 +97,10 @@ class Bot:
         self._logs_waiting = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_call = False
+        self._tracing = False
+        self._gathered_ahead = False
+        #: Set when the host's addresses change under the candidates gathered ahead.
+        self._stale = asyncio.Event()
 
     def keep_log_line(self, line: LogRecord) -> None:
         """A logging sink: lines logged during a call travel to the spawner's record."""
@@ -107,13 +112,12 @@ class Bot:
 
     async def run(self, tracing_enabled: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
+        self._tracing = tracing_enabled
         self._channel = channel = await Channel.open(self._sock)
         started = time.monotonic()
         try:
             interfaces.read_ahead()  # the answer's ICE gathering need not list them
-            self._call = prepare_call(
-                self._config, self._on_line, self._on_turn, tracing=tracing_enabled
-            )
+            self._call = self._prepare()
             await channel.send(
                 {
                     "type": "ready",
@@ -122,22 +126,55 @@ class Bot:
                 }
             )
             self._spawn(self._heartbeat())
+            await self._gather_ahead()
             await self._rehearse()
-            first = await channel.recv()
+            first = await self._first_message(channel)
             if first is None or first["type"] == "hangup":
-                return  # retired while idle
+                return  # retired while idle, or its candidates went stale
             if first["type"] != "assign":
                 raise ProtocolError(f"expected 'assign', got {first['type']!r}")
             await self._take_call(first)
         finally:
             await self._close()
 
-    @staticmethod
-    async def _rehearse() -> None:
+    def _prepare(self) -> CallPipeline:
+        return prepare_call(self._config, self._on_line, self._on_turn, tracing=self._tracing)
+
+    async def _gather_ahead(self) -> None:
+        """Gather the call's candidates before its offer (see ``CallPipeline.gather_ahead``)."""
+        assert self._call is not None
+        try:
+            self._gathered_ahead = await self._call.gather_ahead()
+        except Exception as exc:
+            # A full UDP port range, say. That peer cannot gather again: the call gets a fresh
+            # pipeline, whose answer gathers (and reports its own error if it fails too).
+            logger.warning(f"could not gather ICE candidates ahead of the offer: {exc!r}")
+            stale, self._call = self._call, self._prepare()
+            with contextlib.suppress(Exception):
+                await stale.connection.disconnect()
+
+    async def _first_message(self, channel: Channel) -> Message | None:
+        """The spawner's first message; ``None`` if first the host's addresses change under
+        the candidates gathered ahead: the bot then exits, and the pool starts a fresh one."""
+        if not self._gathered_ahead:
+            return await channel.recv()
+        received = asyncio.ensure_future(channel.recv())
+        stale = asyncio.ensure_future(self._stale.wait())
+        try:
+            await asyncio.wait({received, stale}, return_when=asyncio.FIRST_COMPLETED)
+            if received.done():
+                return received.result()
+        finally:
+            for waiting in (received, stale):
+                waiting.cancel()
+        logger.info("the host's addresses changed under the candidates gathered ahead; exiting")
+        return None
+
+    async def _rehearse(self) -> None:
         """Rehearse the answer in idle time (an offer arriving meanwhile waits its ~5 ms);
         after prepare_call, so that the rehearsal's peer uses the call's ICE policy too."""
         try:
-            await rehearse_answer()
+            await rehearse_answer(self._gathered_ahead)
         except Exception as exc:
             # Only speed is lost (a full UDP port range, say): the offer reports its own error.
             logger.warning(f"answer rehearsal failed: {exc!r}")
@@ -339,7 +376,8 @@ class Bot:
         while True:
             await self._send({"type": "heartbeat"})
             await asyncio.sleep(self._config.heartbeat_interval)
-            interfaces.refresh()
+            if interfaces.refresh() and self._gathered_ahead and not self._in_call:
+                self._stale.set()
 
     async def _on_line(self, line: TranscriptLine) -> None:
         await self._send({"type": "transcript", **line.to_json()})

@@ -4,7 +4,8 @@ aioice lists the host's interfaces each time a peer connection gathers its candi
 walks every adapter and address, ~0.5 ms of CPU on the answer's critical path (~10 % of a
 bot's answer). A bot reads them while it waits instead: :func:`read_ahead` makes this process's
 gathering use the list read last, and the bot's heartbeat calls :func:`refresh`, so an answer
-uses addresses at most one heartbeat old.
+uses addresses at most one heartbeat old. A bot that gathered its candidates ahead of the offer
+exits when :func:`refresh` finds them changed, and the pool starts a fresh one.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ _read = AIOICE_READ
 _latest: dict[tuple[bool, bool], list[str]] = {}
 
 
-def refresh() -> None:
-    """Read the addresses now, for both families and for any other choice asked for before."""
-    for use_ipv4, use_ipv6 in {(True, True), *_latest}:
-        _latest[(use_ipv4, use_ipv6)] = _read(use_ipv4, use_ipv6)
+def refresh() -> bool:
+    """Read the addresses now, for both families and for any other choice asked for before;
+    returns whether any of them changed since they were last read."""
+    changed = False
+    for key in {(True, True), *_latest}:
+        addresses = _read(*key)
+        changed |= key in _latest and _latest[key] != addresses
+        _latest[key] = addresses
+    return changed
 
 
 def _latest_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:

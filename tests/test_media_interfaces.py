@@ -35,8 +35,9 @@ def test_gathering_binds_on_the_addresses_read_last(monkeypatch: pytest.MonkeyPa
         host_addresses[:] = ["127.0.0.3"]  # the host's interfaces change
         assert asyncio.run(_gathered_hosts()) == {"127.0.0.2"}, "read again at gathering"
         assert reads == [(True, True)]
-        interfaces.refresh()  # as each heartbeat does
+        assert interfaces.refresh() is True  # as each heartbeat does; they changed
         assert asyncio.run(_gathered_hosts()) == {"127.0.0.3"}
+        assert interfaces.refresh() is False
     finally:
         interfaces.stop_reading_ahead()
     assert asyncio.run(_gathered_hosts()) != {"127.0.0.3"}, "aioice reads the host's own again"
