@@ -63,20 +63,18 @@ _JSON = {"Content-Type": "application/json"}
 
 
 async def _post(lean: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST a JSON body; the JSON reply, or :class:`CallError` as the signaling client says it."""
+    """POST a JSON body; the JSON object replied, or :class:`CallError` as the signaling
+    client raises it."""
     async with lean.post(url, data=json.dumps(body).encode(), headers=_JSON) as response:
         payload = await response.read()
+    if response.status >= 400:
+        raise CallError.from_reply(response.status, payload, response.headers.get("Retry-After"))
     try:
         reply = json.loads(payload)
     except ValueError:
         reply = None
-    if response.status >= 400 or not isinstance(reply, dict):
-        error = reply.get("error") if isinstance(reply, dict) else None
-        if isinstance(error, dict):
-            code, message = str(error.get("code")), str(error.get("message"))
-        else:
-            code, message = f"http_{response.status}", payload[:200].decode(errors="replace")
-        raise CallError(response.status, code, message)
+    if not isinstance(reply, dict):
+        raise CallError(response.status, "bad_reply", f"POST {url}: expected a JSON object")
     return reply
 
 

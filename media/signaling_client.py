@@ -7,6 +7,7 @@ become :class:`CallError`; a 503 carries its ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -38,19 +39,26 @@ class CallError(Exception):
     @classmethod
     def from_response(cls, response: httpx.Response) -> CallError:
         """The ``{"error": {"code", "message"}}`` body of a 4xx/5xx, or what there is."""
-        code, message = f"http_{response.status_code}", response.text[:200]
+        return cls.from_reply(
+            response.status_code, response.content, response.headers.get("retry-after")
+        )
+
+    @classmethod
+    def from_reply(cls, status: int, content: bytes, retry_after: str | None) -> CallError:
+        """A 4xx/5xx from its status, body and ``Retry-After``, whatever HTTP client read it."""
+        code, message = f"http_{status}", content.decode(errors="replace")[:200]
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             code = str(body["error"].get("code") or code)
             message = str(body["error"].get("message") or "")
         try:
-            retry_after = float(response.headers["retry-after"])
-        except (KeyError, ValueError):  # absent, or an HTTP-date (signaling sends seconds)
-            retry_after = None
-        return cls(response.status_code, code, message, retry_after)
+            seconds = None if retry_after is None else float(retry_after)
+        except ValueError:  # an HTTP-date (signaling sends seconds)
+            seconds = None
+        return cls(status, code, message, seconds)
 
 
 class SignalingClient:
