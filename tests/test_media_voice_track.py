@@ -18,6 +18,7 @@ from av import AudioFrame
 from pipecat.transports.smallwebrtc.transport import RawAudioTrack
 
 from media.audio import is_silent
+from media.opus import SILENCE_SETTLE_FRAMES, MonoOpusEncoder
 from media.tracks import frame_to_mono
 from media.voice_track import VoiceConnection, VoiceTrack
 
@@ -155,3 +156,55 @@ async def test_pipecat_track_is_replaced_on_a_real_connection() -> None:
     finally:
         await caller.close()
         await bot.disconnect()
+
+
+def _frames(pcm: bytes, rate: int = RATE) -> list[np.ndarray]:
+    samples = np.frombuffer(pcm, np.int16)
+    step = round(rate * 0.02)
+    return [samples[i : i + step] for i in range(0, samples.size, step)]
+
+
+def _decode_all(packets: list[Any]) -> np.ndarray:
+    decoder = OpusDecoder()
+    return np.concatenate([_decoded(decoder, p) for p in packets]).astype(np.float64)
+
+
+def test_settled_silence_is_the_encoders_own_packet_sent_again() -> None:
+    silence = [np.zeros(480, np.int16)] * (SILENCE_SETTLE_FRAMES + 20)
+    frames = _frames(_tone(0.4)) + silence + _frames(_tone(0.4)) + silence[:10]
+    spared, reference = MonoOpusEncoder(RATE, 48000), MonoOpusEncoder(RATE, 48000)
+    ours, theirs, settled_at = [], [], None
+    for i, frame in enumerate(frames):
+        ours += spared.encode(frame, i * 480)
+        theirs += reference._encode(frame, i * 480)  # every frame through libopus
+        if settled_at is None and spared.settled:
+            settled_at = i
+    assert settled_at is not None and 20 + SILENCE_SETTLE_FRAMES <= settled_at < 20 + 45
+    assert len(ours) == len(theirs)
+    resumed = 20 + len(silence)  # the second tone's first frame
+    # Up to the second tone, byte for byte what libopus makes, pts included.
+    assert [bytes(p) for p in ours[:resumed]] == [bytes(p) for p in theirs[:resumed]]
+    assert [p.pts for p in ours] == [p.pts for p in theirs]
+    # After it, other bits from the rate control, the same sound.
+    a, b = _decode_all(ours), _decode_all(theirs)
+    tone = slice((resumed + 3) * RTP_STEP, (resumed + 18) * RTP_STEP)
+    signal = np.sqrt(np.mean(b[tone] ** 2))
+    difference = np.sqrt(np.mean((a[tone] - b[tone]) ** 2))
+    assert signal > 3000 and 20 * np.log10(signal / difference) > 30
+    assert not a[(settled_at + 2) * RTP_STEP : resumed * RTP_STEP].any()
+
+
+async def test_a_reply_after_settled_silence_goes_out_at_once_and_sounds() -> None:
+    track, decoder = VoiceTrack(RATE), OpusDecoder()
+    track.add_audio_bytes(_tone(0.1))
+    packets = [await track.recv() for _ in range(SILENCE_SETTLE_FRAMES + 12)]
+    assert len({bytes(p) for p in packets[-5:]}) == 1  # the settled silence
+    sent = track.add_audio_bytes(_tone(0.1))
+    packets += [await track.recv() for _ in range(6)]
+    track.stop()
+
+    assert sent.done()
+    assert [p.pts for p in packets] == [i * RTP_STEP for i in range(len(packets))]
+    audio = [_decoded(decoder, p) for p in packets]
+    assert all(is_silent(a, -60.0) for a in audio[-12:-6])
+    assert not any(is_silent(a, -40.0) for a in audio[-5:-1])
