@@ -13,6 +13,9 @@ Each bot gets its own cgroup, created **under the spawner's own cgroup** (read f
   no escape).
 - The ``voicebots-<spawner pid>`` group holding the bots gets a CPU weight (v2
   ``cpu.weight``, v1 ``cpu.shares``) of :attr:`LimitsConfig.bots_weight` ordinary processes.
+  Inside it, a bot weighs one process once it has a call, and
+  :attr:`LimitsConfig.spare_weight` of one before (warming up or idle): a refill's warm-ups
+  take what the calls leave of the CPU, and not their turns' time.
 - Where no cgroup is writable: ``RLIMIT_AS`` set on the bot from outside (prlimit) to its
   address space at fork plus the memory limit. That bounds growth, not resident memory, and
   there is no CPU cap; the spawner says so at start-up.
@@ -66,6 +69,11 @@ class LimitsConfig:
     #: beside it). Only matters while the CPU is contended: then an offer's way through
     #: signaling and the spawner is not queued behind every bot's share (README, "Speed").
     bots_weight: float = 0.125
+    #: The weight of a bot that has no call yet (warming up, or idle), against one in a call:
+    #: while calls keep the CPU busy, a refill's warm-ups (~60 ms of CPU each) wait for them
+    #: instead of delaying their replies (README, "Speed"). Under a saturated CPU a warm-up
+    #: still gets this share, so it is ready well within the heartbeat timeout.
+    spare_weight: float = 0.0625
     #: ``auto`` (cgroup if writable, else rlimit), ``cgroup``, ``rlimit`` or ``off``.
     mode: str = "auto"
     #: Where cgroup hierarchies are mounted; tests point this at a scratch tree.
@@ -92,6 +100,9 @@ class LimitsConfig:
             bots_weight=env_float(
                 environ, "VOICEBOTS_BOTS_CPU_WEIGHT", cls.bots_weight, minimum=0.01
             ),
+            spare_weight=env_float(
+                environ, "VOICEBOTS_SPARE_BOT_CPU_WEIGHT", cls.spare_weight, minimum=0.001
+            ),
             mode=mode,
         )
 
@@ -108,7 +119,10 @@ class Limiter:
         return "no per-bot limits (VOICEBOTS_LIMITS=off)"
 
     def apply(self, pid: int) -> None:
-        """Limit a freshly forked bot."""
+        """Limit a freshly forked bot, at the spare bot's CPU weight."""
+
+    def engage(self, pid: int) -> None:
+        """Give a bot that has taken a call the full weight of one process."""
 
     def out_of_memory(self, pid: int) -> bool:
         """Whether the kernel killed this bot for exceeding its memory limit."""
@@ -129,6 +143,7 @@ class Limiter:
             "cpu": self.config.cpu,
             "memory_mb": self.config.memory_mb,
             "bots_weight": self.config.bots_weight,
+            "spare_weight": self.config.spare_weight,
         }
 
 
@@ -198,6 +213,7 @@ class CgroupV1Limiter(_CgroupLimiter):
 
     def apply(self, pid: int) -> None:
         cpu = self._make("cpu", pid)
+        _write(cpu / "cpu.shares", _v1_shares(self.config.spare_weight))
         _write(cpu / "cpu.cfs_period_us", CPU_PERIOD_US)
         _write(cpu / "cpu.cfs_quota_us", self.config.cpu_quota_us)
         with contextlib.suppress(OSError):  # kernels before 5.14 have no burst
@@ -212,6 +228,9 @@ class CgroupV1Limiter(_CgroupLimiter):
         for directory in (cpu, memory):
             _write(directory / "cgroup.procs", pid)
 
+    def engage(self, pid: int) -> None:
+        _write(self._parents["cpu"] / f"bot-{pid}" / "cpu.shares", V1_SHARES)
+
     def out_of_memory(self, pid: int) -> bool:
         control = self._parents["memory"] / f"bot-{pid}" / "memory.oom_control"
         return _counter(control, "oom_kill") > 0
@@ -222,6 +241,7 @@ class CgroupV2Limiter(_CgroupLimiter):
 
     def apply(self, pid: int) -> None:
         directory = self._make("unified", pid)
+        _write(directory / "cpu.weight", _v2_weight(self.config.spare_weight))
         _write(directory / "cpu.max", f"{self.config.cpu_quota_us} {CPU_PERIOD_US}")
         with contextlib.suppress(OSError):  # kernels before 5.14 have no burst
             _write(directory / "cpu.max.burst", self.config.cpu_quota_us)
@@ -229,6 +249,9 @@ class CgroupV2Limiter(_CgroupLimiter):
         with contextlib.suppress(OSError):
             _write(directory / "memory.swap.max", 0)
         _write(directory / "cgroup.procs", pid)
+
+    def engage(self, pid: int) -> None:
+        _write(self._parents["unified"] / f"bot-{pid}" / "cpu.weight", V2_WEIGHT)
 
     def out_of_memory(self, pid: int) -> bool:
         events = self._parents["unified"] / f"bot-{pid}" / "memory.events"
@@ -272,7 +295,7 @@ def _cgroup_limiter(config: LimitsConfig) -> Limiter:
         own = v2_root / unified.lstrip("/")
         _sweep_stale(own)
         parent = _delegate_v2(own, tag)
-        _write(parent / "cpu.weight", min(10_000, max(1, round(V2_WEIGHT * config.bots_weight))))
+        _write(parent / "cpu.weight", _v2_weight(config.bots_weight))
         return CgroupV2Limiter(config, {"unified": parent})
     if "cpu" in v1 and "memory" in v1:
         parents = {}
@@ -282,9 +305,19 @@ def _cgroup_limiter(config: LimitsConfig) -> Limiter:
             parent = own / tag
             parent.mkdir(exist_ok=True)
             parents[controller] = parent
-        _write(parents["cpu"] / "cpu.shares", max(2, round(V1_SHARES * config.bots_weight)))
+        _write(parents["cpu"] / "cpu.shares", _v1_shares(config.bots_weight))
         return CgroupV1Limiter(config, parents)
     raise OSError("no cgroup hierarchy with both cpu and memory controllers")
+
+
+def _v1_shares(processes: float) -> int:
+    """v1 ``cpu.shares`` worth this many ordinary processes, within the kernel's range."""
+    return min(262_144, max(2, round(V1_SHARES * processes)))
+
+
+def _v2_weight(processes: float) -> int:
+    """v2 ``cpu.weight`` worth this many ordinary processes, within the kernel's range."""
+    return min(10_000, max(1, round(V2_WEIGHT * processes)))
 
 
 def _v1_mount(fs: Path, controller: str) -> Path:

@@ -149,6 +149,7 @@ class Pool:
                 for bot in self.bots.values():
                     if bot.state is BotState.IDLE:
                         bot.state = BotState.BUSY
+                        self._engage(bot)
                         self._arrivals.append(time.monotonic())
                         self._changed.notify_all()
                         return bot
@@ -168,6 +169,13 @@ class Pool:
                     raise NoCapacity(retry_after=2.0) from None
                 finally:
                     self._waiting -= 1
+
+    def _engage(self, bot: BotHandle) -> None:
+        try:
+            self._limiter.engage(bot.pid)
+        except OSError as exc:
+            # Its group is gone only if the bot is; the call then fails on its own.
+            logger.warning(f"could not give bot {bot.pid} a call's CPU weight: {exc}")
 
     async def notify(self) -> None:
         async with self._changed:

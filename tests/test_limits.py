@@ -45,13 +45,13 @@ def _cpu_limits(groups: list[Path]) -> dict[str, int]:
     raise AssertionError(f"no CPU limit in {groups}")
 
 
-def _bots_weight(parents: list[Path]) -> int:
-    """The CPU weight of the group holding the bots, from v2's cpu.weight or v1's cpu.shares."""
-    for parent in parents:
+def _cpu_weight(groups: list[Path]) -> int:
+    """A group's CPU weight, from v2's cpu.weight or v1's cpu.shares."""
+    for group in groups:
         for name in ("cpu.weight", "cpu.shares"):
-            if (parent / name).exists():
-                return int((parent / name).read_text())
-    raise AssertionError(f"no CPU weight in {parents}")
+            if (group / name).exists():
+                return int((group / name).read_text())
+    raise AssertionError(f"no CPU weight in {groups}")
 
 
 def _gone(pid: int) -> bool:
@@ -83,7 +83,11 @@ def test_a_killed_bot_leaves_no_process_and_no_cgroup() -> None:
         limits = _cpu_limits(groups)
         assert (limits["quota"], limits["period"]) == (50_000, 100_000)
         # All bots together weigh an eighth of a process (1024 v1 shares, 100 v2 weight).
-        assert _bots_weight([g.parent for g in groups]) in (128, 12)
+        assert _cpu_weight([g.parent for g in groups]) in (128, 12)
+        # A bot without a call weighs a sixteenth of one in a call.
+        assert _cpu_weight(groups) in (64, 6)
+        limiter.engage(bot.pid)
+        assert _cpu_weight(groups) in (1024, 100)
         assert limits.get("burst", 50_000) == 50_000  # absent only before Linux 5.14
 
         bot.kill()  # the child is orphaned, still in the bot's group

@@ -193,3 +193,23 @@ async def test_without_a_limit_every_offer_is_answered_at_once() -> None:
     order: list[str] = []
     await asyncio.gather(*(_answer(pool, _AnsweredBot(pid), order, 0.005) for pid in (1, 2, 3)))
     assert order[:3] == ["1 answers", "2 answers", "3 answers"]
+
+
+class _EngagingLimiter(Limiter):
+    def __init__(self) -> None:
+        super().__init__(LimitsConfig())
+        self.engaged: list[int] = []
+
+    def engage(self, pid: int) -> None:
+        self.engaged.append(pid)
+
+
+async def test_a_bot_taken_for_a_call_gets_a_calls_cpu_weight() -> None:
+    limiter = _EngagingLimiter()
+    pool = Pool(
+        SpawnerConfig(min_idle=0, max_bots=4), Zygote(BotConfig()), limiter, _ignore, _ignore
+    )
+    pool.bots = {7: _Bot(7, BotState.IDLE)}  # type: ignore[dict-item]
+    bot = await pool.acquire()
+    assert bot.pid == 7 and bot.state is BotState.BUSY
+    assert limiter.engaged == [7]  # the idle bots that stay spare keep the spare weight
