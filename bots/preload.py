@@ -3,7 +3,9 @@
 Everything heavy and fork-safe is imported here so each bot starts with it already in memory,
 shared copy-on-write. Objects that own threads or native sessions (onnxruntime inference
 sessions, aiortc peers, event loops) are not fork-safe and are created in each bot after the
-fork, by :func:`bots.pipeline.prepare_call`.
+fork, by :func:`bots.pipeline.prepare_call`. What they are built from can be made here: the
+VAD's graph as onnxruntime optimizes it is computed once (:func:`bots.vad.optimized_graph`),
+and only its bytes are inherited.
 
 A module a bot imports itself costs it twice: CPU while it warms up or, worse, on the first
 turn's critical path, and private memory for the module's objects. To see what bots still
@@ -34,6 +36,7 @@ import bots.providers.offline_llm
 import bots.providers.offline_stt
 import bots.rehearsal
 import bots.request_rehearsal
+import bots.vad
 from bots.config import ProviderConfig
 
 #: Modules otherwise imported inside each bot, after the fork.
@@ -70,6 +73,7 @@ for _name in LAZY_MODULES:
         importlib.import_module(_name)
 bots.rehearsal.rehearse_offer()
 bots.request_rehearsal.rehearse_requests()
+bots.vad.optimized_graph()
 
 # pocketsphinx's model (~90 MB), loaded once here and shared by every bot, when bots transcribe
 # offline. The fork server inherits the spawner's environment; it is the zygote's only

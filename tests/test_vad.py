@@ -8,7 +8,7 @@ import numpy as np
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
-from bots.vad import InlineSileroVAD
+from bots.vad import InlineSileroVAD, optimized_graph
 from media.audio import read_wav, speech_end
 from tests.system import FIXTURES
 
@@ -60,3 +60,14 @@ async def test_each_stop_measures_the_audio_the_vad_took_in_after_the_last_loud_
     assert decided - 0.032 <= last_loud + measured <= decided
     # Six silent 32 ms windows for the configured 0.2 s, and the ones the model still heard.
     assert 0.192 <= measured < 0.2 + 3 * 0.032
+
+
+def test_the_model_built_from_the_optimized_graph_scores_as_pipecats() -> None:
+    ours, theirs = InlineSileroVAD(), SileroVADAnalyzer()
+    assert optimized_graph() is optimized_graph()  # made once per process
+    speech = read_wav(FIXTURES / "hello.wav", 16_000).astype(np.float32) / 32768.0
+    windows = [speech[i : i + 512] for i in range(0, speech.size - 511, 512)]
+    a = np.array([float(np.ravel(ours._model(w, 16_000))[0]) for w in windows])
+    b = np.array([float(np.ravel(theirs._model(w, 16_000))[0]) for w in windows])
+    assert a.max() > 0.9 and a.min() < 0.1  # speech and pauses, as scored
+    np.testing.assert_allclose(a, b, atol=1e-4)
