@@ -22,7 +22,7 @@ __all__ = ["NoCapacity", "Pool"]
 
 #: Seconds of assignments that make up the recent arrival rate.
 ARRIVAL_WINDOW = 30.0
-#: A bot's warm-up takes a core for ~80 ms; while a burst of offers is being answered the
+#: A bot's warm-up takes a core for ~60-70 ms; while a burst of offers is being answered the
 #: refill waits for it — unless a call is waiting for a bot — but never longer than this after
 #: the burst began. A burst that takes the last idle bot is answered first, refilled after.
 REFILL_DEFER = 0.5
