@@ -14,9 +14,10 @@ before the model hears it.
 
 Its model's session is built from Silero's graph as onnxruntime optimizes it, which the zygote
 computes once (:func:`optimized_graph`, from ``bots.preload``): a bot then builds its own session
-without optimizing again, in ~15 ms of CPU instead of ~50 ms, a third of a bot's warm-up, for
-the same scores at the same speed. Only the graph's bytes cross the fork; the session that
-produced them is gone before the zygote forks, and each bot's session is its own.
+without optimizing again, in ~15 ms of CPU instead of ~50 ms (a bot's warm-up took 80-120 ms,
+now ~60-70 ms), for the same scores at the same speed. Only the graph's bytes cross the
+fork; the session that produced them is gone before the zygote forks, and each bot's session
+is its own.
 
 ``_run_analyzer`` is the analyzer's own per-buffer step, ``_vad_buffer`` the audio it holds
 short of a window, ``_vad_frames`` a window's samples and ``_vad_stop_frames`` the silent
