@@ -70,7 +70,7 @@ class LimitsConfig:
     #: signaling and the spawner is not queued behind every bot's share (README, "Speed").
     bots_weight: float = 0.125
     #: The weight of a bot that has no call yet (warming up, or idle), against one in a call:
-    #: while calls keep the CPU busy, a refill's warm-ups (~60 ms of CPU each) wait for them
+    #: while calls keep the CPU busy, a refill's warm-ups (~60-70 ms of CPU each) wait for them
     #: instead of delaying their replies (README, "Speed"). Under a saturated CPU a warm-up
     #: still gets this share, so it is ready well within the heartbeat timeout.
     spare_weight: float = 0.0625

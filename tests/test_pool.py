@@ -209,7 +209,7 @@ async def test_a_bot_taken_for_a_call_gets_a_calls_cpu_weight() -> None:
     pool = Pool(
         SpawnerConfig(min_idle=0, max_bots=4), Zygote(BotConfig()), limiter, _ignore, _ignore
     )
-    pool.bots = {7: _Bot(7, BotState.IDLE)}  # type: ignore[dict-item]
+    pool.bots = {7: _Bot(7, BotState.IDLE), 8: _Bot(8, BotState.IDLE)}  # type: ignore[dict-item]
     bot = await pool.acquire()
     assert bot.pid == 7 and bot.state is BotState.BUSY
-    assert limiter.engaged == [7]  # the idle bots that stay spare keep the spare weight
+    assert limiter.engaged == [7]  # bot 8, still idle, keeps the spare weight
