@@ -78,6 +78,11 @@ class Pool:
         self.spawn_failures = 0
         self._arrivals: deque[float] = deque()
         self._answering: set[int] = set()  # bots answering an offer, by pid
+        # Set while no offer is being answered: what waits for a burst's answers waits on
+        # this alone, not on every change of the pool (32 waiters in a burst of 16, each
+        # woken by each of the burst's changes, cost the spawner more than its answers).
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         # Slots for answering offers (see SLOT_LEASE); None: no limit.
         self._slots = (
             asyncio.Semaphore(config.answer_concurrency) if config.answer_concurrency else None
@@ -188,12 +193,15 @@ class Pool:
         if not self._answering and now - self._answered_at > REFILL_QUIET:
             self._burst_began = now
         self._answering.add(bot.pid)
+        self._quiet.clear()
         try:
             async with self._answer_slot():
                 yield
         finally:
             self._answering.discard(bot.pid)
             self._answered_at = time.monotonic()
+            if not self._answering:
+                self._quiet.set()
             await self.notify()
 
     @contextlib.asynccontextmanager
@@ -224,8 +232,8 @@ class Pool:
         """Return once no offer is being answered, or :data:`START_HOLD` from now at the
         latest: for work of a call that can wait until its burst is answered."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(START_HOLD), self._changed:
-                await self._changed.wait_for(lambda: not self._answering)
+            async with asyncio.timeout(START_HOLD):
+                await self._quiet.wait()
 
     def start_after_answers(self, bot: BotHandle) -> None:
         """Tell ``bot``, which has answered, to start its call once no offer is being
