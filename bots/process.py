@@ -34,7 +34,7 @@ from bots.protocol import Channel, Message, ProtocolError
 from bots.record import TranscriptLine
 from bots.rehearsal import rehearse_answer
 from bots.turn_metrics import TurnReport
-from media import interfaces
+from media import ice, interfaces
 from media.logs import LogRecord, configure_logging
 from media.ports import NoFreePort
 from media.tracing import Tracing, extract
@@ -208,6 +208,8 @@ class Bot:
         """Send the offer's answer; or, if it cannot be answered, the error and ``bye``, and
         return the end reason."""
         assert self._channel is not None and self._call is not None
+        # Answers first: the ICE checks of this bot's own start once its burst is answered.
+        ice.hold_checks()
         try:
             answer = await self._call.answer(
                 str(assign["sdp"]), str(assign.get("sdp_type", "offer"))
@@ -240,13 +242,15 @@ class Bot:
         self._spawn(self._read_commands())
         self._spawn(self._watchdog())
         stop_task = self._spawn(self._stop.wait())
-        # Answers first: the pipeline starts when the spawner says so, once the offers of a
-        # burst are answered. Meanwhile aiortc serves the caller's ICE checks and DTLS.
+        # Answers first: the pipeline and the bot's own ICE checks start when the spawner says
+        # so, once the offers of a burst are answered. Meanwhile aiortc answers the caller's
+        # ICE checks (each with its triggered check) and serves DTLS.
         start_task = self._spawn(self._start.wait())
         await asyncio.wait(
             {start_task, stop_task}, timeout=START_WAIT, return_when=asyncio.FIRST_COMPLETED
         )
         start_task.cancel()
+        ice.release_checks()
         # Logged (and forwarded to the spawner, ~0.3 ms of CPU) after the burst is answered.
         logger.info("answered")
         if call.preconnect is not None:
