@@ -217,8 +217,13 @@ class CallManager:
         session.pc_id = str(reply["pc_id"])
         self._by_pc[session.pc_id] = session
         self._pool.start_after_answers(bot)
-        logger.bind(session_id=session.session_id).info(f"bot {bot.pid} answered")
+        self._later(self._log_answered(session.session_id, bot.pid))
         return {"sdp": reply["sdp"], "type": reply["sdp_type"], "pc_id": reply["pc_id"]}
+
+    async def _log_answered(self, session_id: str, pid: int) -> None:
+        """The answer's log line, once the burst it came in is answered (answers first)."""
+        await self._pool.after_answers()
+        logger.bind(session_id=session_id).info(f"bot {pid} answered")
 
     async def _open_record(self, session: Session) -> None:
         """Mark the call active in Redis and open its spool journal once the burst it came
