@@ -102,9 +102,8 @@ def hold_checks() -> None:
 
     Answers first: a bot that has sent its answer would otherwise check its caller's candidates
     at once, one check every 20 ms, while the other offers of a burst are still being answered,
-    and its caller, who has no answer yet, would spend CPU answering them. In bursts of 16 the
-    caller spent 0.57-0.67 ms of CPU per offer with the hold, 0.75-0.78 ms without (README,
-    "Benchmark").
+    and its caller, who has no answer yet, would spend CPU answering them (README, "A burst,
+    lighter").
     """
     _hold.held = True
 
