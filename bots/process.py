@@ -209,8 +209,12 @@ class Bot:
         """Send the offer's answer; or, if it cannot be answered, the error and ``bye``, and
         return the end reason."""
         assert self._channel is not None and self._call is not None
-        # Answers first: the ICE checks of this bot's own start once its burst is answered.
-        ice.hold_checks()
+        # Answers first: with host candidates only, the ICE checks of this bot's own start
+        # once its burst is answered. (A relayed candidate needs them early: the TURN server
+        # lets the caller's checks through once the bot's own have given the caller's address
+        # a permission.)
+        if self._gathered_ahead:
+            ice.hold_checks()
         try:
             answer = await self._call.answer(
                 str(assign["sdp"]), str(assign.get("sdp_type", "offer"))
