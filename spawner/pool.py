@@ -78,9 +78,9 @@ class Pool:
         self.spawn_failures = 0
         self._arrivals: deque[float] = deque()
         self._answering: set[int] = set()  # bots answering an offer, by pid
-        # Set while no offer is being answered: what waits for a burst's answers waits on
-        # this alone, not on every change of the pool (32 waiters in a burst of 16, each
-        # woken by each of the burst's changes, cost the spawner more than its answers).
+        # Set while no offer is being answered: what waits for a burst's answers (32 tasks in
+        # a burst of 16) waits on this alone, not on every change of the pool, which woke
+        # each of them at each bot taken and each answer to find the burst not yet answered.
         self._quiet = asyncio.Event()
         self._quiet.set()
         # Slots for answering offers (see SLOT_LEASE); None: no limit.
