@@ -202,7 +202,7 @@ class Bot:
             attributes={"voicebots.session_id": session_id, "voicebots.bot_pid": os.getpid()},
             start_time=received_ns,
         ) as span:
-            reason = rejected or await self._serve(stop_task)
+            reason = rejected if stop_task is None else await self._serve(stop_task)
             span.set_attribute("voicebots.end_reason", reason)
 
     async def _answer(self, assign: Message) -> str:
@@ -259,9 +259,9 @@ class Bot:
         ice.release_checks()
         return stop_task
 
-    async def _serve(self, stop_task: asyncio.Task[Any] | None) -> str:
+    async def _serve(self, stop_task: asyncio.Task[Any]) -> str:
         """Run the answered call until ``stop_task`` completes; returns its end reason."""
-        assert self._call is not None and stop_task is not None
+        assert self._call is not None
         call = self._call
         # Logged (and forwarded to the spawner, ~0.3 ms of CPU) after the burst is answered.
         logger.info("answered")

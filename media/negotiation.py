@@ -34,12 +34,14 @@ MAX_CANDIDATES = 64
 MAX_CANDIDATE_CHARS = 1024
 MAX_ID_CHARS = 256
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# Control characters other than the line ends, as bytes (deleted to tell whether there are any).
+# Control characters other than the line end (tab is allowed), as bytes and as a regex class.
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
-# A line (after the first) that does not start "<letter>=", or a control character.
+_CONTROL_CLASS = r"[\x00-\x08\x0b-\x1f\x7f]"
+_CONTROL = re.compile(_CONTROL_CLASS)
+# A line (after the first) that does not start "<letter>=".
 _NOT_A_LINE = re.compile(r"\n(?![a-z]=)")
-_BAD_LINE = re.compile(r"^(?![a-z]=)|[\x00-\x08\x0b-\x1f\x7f]", re.MULTILINE)
+# Either of the two: where the first line that is not an SDP line is.
+_BAD_LINE = re.compile(r"^(?![a-z]=)|" + _CONTROL_CLASS, re.MULTILINE)
 _M_LINE_START = re.compile(r"^m=", re.MULTILINE)
 _M_LINE = re.compile(r"m=(?P<media>[a-z]+) \d+(?:/\d+)? \S+(?: \S+)+", re.ASCII)
 # RFC 8839: ice-char = ALPHA / DIGIT / "+" / "/"; ufrag 4-256 of them, pwd 22-256.

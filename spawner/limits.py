@@ -201,8 +201,12 @@ class _CgroupLimiter(Limiter):
         for parent in dict.fromkeys(self._parents.values()):
             _remove_tree(parent)
 
+    def _group(self, controller: str, pid: int) -> Path:
+        """The bot's own group under ``controller``."""
+        return self._parents[controller] / f"bot-{pid}"
+
     def _make(self, controller: str, pid: int) -> Path:
-        directory = self._parents[controller] / f"bot-{pid}"
+        directory = self._group(controller, pid)
         directory.mkdir(exist_ok=True)
         self._bots.setdefault(pid, []).append(directory)
         return directory
@@ -229,10 +233,10 @@ class CgroupV1Limiter(_CgroupLimiter):
             _write(directory / "cgroup.procs", pid)
 
     def engage(self, pid: int) -> None:
-        _write(self._parents["cpu"] / f"bot-{pid}" / "cpu.shares", V1_SHARES)
+        _write(self._group("cpu", pid) / "cpu.shares", V1_SHARES)
 
     def out_of_memory(self, pid: int) -> bool:
-        control = self._parents["memory"] / f"bot-{pid}" / "memory.oom_control"
+        control = self._group("memory", pid) / "memory.oom_control"
         return _counter(control, "oom_kill") > 0
 
 
@@ -251,10 +255,10 @@ class CgroupV2Limiter(_CgroupLimiter):
         _write(directory / "cgroup.procs", pid)
 
     def engage(self, pid: int) -> None:
-        _write(self._parents["unified"] / f"bot-{pid}" / "cpu.weight", V2_WEIGHT)
+        _write(self._group("unified", pid) / "cpu.weight", V2_WEIGHT)
 
     def out_of_memory(self, pid: int) -> bool:
-        events = self._parents["unified"] / f"bot-{pid}" / "memory.events"
+        events = self._group("unified", pid) / "memory.events"
         return _counter(events, "oom_kill") > 0
 
 
