@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bots.bot_file import BOT_ENV, BUILTIN_BOT
 from media.config import MediaConfig
 from media.env import Environ, env_bool, env_float, env_int, env_str
 
 #: Half of the audio jitter buffer's 16 packets (media/jitter.py).
 MAX_JITTER_FRAMES = 8
 
-__all__ = ["BotConfig", "PostCallConfig", "ProviderConfig", "TurnStrategy"]
+__all__ = ["AgentConfig", "BotConfig", "PostCallConfig", "ProviderConfig", "TurnStrategy"]
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant. Your replies are spoken aloud, so answer in one or "
@@ -104,9 +105,10 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
-class BotConfig:
+class AgentConfig:
+    """Settings of the built-in agent (:mod:`bots.agent`), read where it is imported."""
+
     providers: ProviderConfig = field(default_factory=ProviderConfig)
-    media: MediaConfig = field(default_factory=MediaConfig)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     #: Spoken when the call connects; empty for none.
     greeting: str = DEFAULT_GREETING
@@ -114,6 +116,28 @@ class BotConfig:
     vad_stop_secs: float = 0.2
     #: Extra silence after VAD stop before the turn ends (the ``vad`` strategy).
     turn_stop_secs: float = 0.3
+
+    @classmethod
+    def from_env(cls, environ: Environ) -> AgentConfig:
+        turn = _choice(environ, "VOICEBOTS_TURN", TurnStrategy.VAD.value, tuple(TurnStrategy))
+        return cls(
+            providers=ProviderConfig.from_env(environ),
+            system_prompt=env_str(environ, "VOICEBOTS_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
+            greeting=environ.get("VOICEBOTS_GREETING", DEFAULT_GREETING).strip(),
+            turn_strategy=TurnStrategy(turn),
+            vad_stop_secs=env_float(environ, "VOICEBOTS_VAD_STOP_SECS", cls.vad_stop_secs),
+            turn_stop_secs=env_float(environ, "VOICEBOTS_TURN_STOP_SECS", cls.turn_stop_secs),
+        )
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """Settings of a bot process, whatever bot file it runs."""
+
+    #: The bot file: a path to a ``.py`` file or a dotted module name (``bots.agent``, the
+    #: built-in agent, when none is given).
+    bot: str = BUILTIN_BOT
+    media: MediaConfig = field(default_factory=MediaConfig)
     #: Later packets the audio jitter buffer waits for before releasing one (20 ms each):
     #: 0 hands each packet on as it arrives (media/jitter.py).
     jitter_frames: int = 0
@@ -123,21 +147,17 @@ class BotConfig:
     idle_timeout: float = 30.0
     max_call_seconds: float = 900.0
     heartbeat_interval: float = 1.0
+    #: After a hang-up, how long ``bot()`` has to return before it is cancelled.
+    end_grace: float = 5.0
     #: Lets a call's ``request_data`` inject faults (crash, hang, memory hog) — for tests of
     #: the spawner's recovery only; never enable it where untrusted clients connect.
     faults: bool = False
 
     @classmethod
     def from_env(cls, environ: Environ) -> BotConfig:
-        turn = _choice(environ, "VOICEBOTS_TURN", TurnStrategy.VAD.value, tuple(TurnStrategy))
         return cls(
-            providers=ProviderConfig.from_env(environ),
+            bot=env_str(environ, BOT_ENV, BUILTIN_BOT),
             media=MediaConfig.from_env(environ),
-            system_prompt=env_str(environ, "VOICEBOTS_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
-            greeting=environ.get("VOICEBOTS_GREETING", DEFAULT_GREETING).strip(),
-            turn_strategy=TurnStrategy(turn),
-            vad_stop_secs=env_float(environ, "VOICEBOTS_VAD_STOP_SECS", cls.vad_stop_secs),
-            turn_stop_secs=env_float(environ, "VOICEBOTS_TURN_STOP_SECS", cls.turn_stop_secs),
             jitter_frames=_jitter_frames(environ),
             connect_timeout=env_float(
                 environ, "VOICEBOTS_CONNECT_TIMEOUT", cls.connect_timeout, minimum=0.1

@@ -3,9 +3,9 @@
 Everything heavy and fork-safe is imported here so each bot starts with it already in memory,
 shared copy-on-write. Objects that own threads or native sessions (onnxruntime inference
 sessions, aiortc peers, event loops) are not fork-safe and are created in each bot after the
-fork, by :func:`bots.pipeline.prepare_call`. What they are built from can be made here: the
-VAD's graph as onnxruntime optimizes it is computed once (:func:`bots.vad.optimized_graph`),
-and only its bytes are inherited.
+fork, by :func:`bots.connection.prepare_connection` and the bot file's ``bot()``. What
+they are built from can be made here: the VAD's graph as onnxruntime optimizes it is
+computed once (:func:`bots.vad.optimized_graph`), and only its bytes are inherited.
 
 A module a bot imports itself costs it twice: CPU while it warms up or, worse, on the first
 turn's critical path, and private memory for the module's objects. To see what bots still
@@ -22,6 +22,8 @@ import aiortc  # noqa: F401
 import onnxruntime  # noqa: F401
 import pipecat.audio.vad.silero
 import pipecat.pipeline.runner
+import pipecat.runner.types
+import pipecat.runner.utils
 import pipecat.services.elevenlabs.tts
 import pipecat.services.openai.llm
 import pipecat.services.openai.stt
@@ -29,15 +31,15 @@ import pipecat.services.openai.tts
 import pipecat.transports.smallwebrtc.transport  # noqa: F401
 import uvloop  # noqa: F401
 
-import bots.pipeline
 import bots.process
 import bots.providers.espeak_tts
 import bots.providers.offline_llm
 import bots.providers.offline_stt
+import bots.recording
 import bots.rehearsal
 import bots.request_rehearsal
 import bots.vad
-from bots.config import ProviderConfig
+from bots.bot_file import BOT_ENV, BUILTIN_BOT, load_bot
 
 #: Modules otherwise imported inside each bot, after the fork.
 LAZY_MODULES = (
@@ -75,15 +77,10 @@ bots.rehearsal.rehearse_offer()
 bots.request_rehearsal.rehearse_requests()
 bots.vad.optimized_graph()
 
-# pocketsphinx's model (~90 MB), loaded once here and shared by every bot, when bots transcribe
-# offline. The fork server inherits the spawner's environment; it is the zygote's only
-# configuration, and a malformed one is the spawner's to report.
-try:
-    _stt = ProviderConfig.from_env(os.environ).stt
-except ValueError:
-    _stt = ""
-if _stt == "offline":
-    bots.providers.offline_stt.preload_decoder()
+# The bot file, once: its imports and whatever it loads at import time are shared by every
+# bot. The fork server inherits the spawner's environment, its only configuration; the
+# spawner has checked the file before it started the zygote.
+load_bot(os.environ.get(BOT_ENV, BUILTIN_BOT))
 
 # Objects that exist now live as long as the zygote; moving them out of the collector's
 # generations keeps a bot's first collections from writing to (and so copying) their pages.

@@ -1,10 +1,16 @@
-"""A bot process: one warm pipeline, one call, then exit.
+"""A bot process: one warm connection, one call of the bot file, then exit.
 
-The spawner starts this in a child forked from the preloaded zygote and talks to it over a
-socketpair (see :mod:`bots.protocol`). Lifecycle::
+The spawner starts this in a child forked from the zygote, which has imported the bot file,
+and talks to it over a socketpair (see :mod:`bots.protocol`). Lifecycle::
 
-    prepare (build pipeline, load VAD) → ready → gather ICE candidates, rehearse the answer
-    → assign (offer → answer) → call → bye → exit
+    prepare (peer connection, ICE candidates, the answer rehearsed) → ready
+    → assign (the session: its id, its body, maybe its offer) → bot(runner_args)
+    → offer → answer → … → bye → exit
+
+The bot file's ``bot(runner_args)`` gets pipecat's ``SmallWebRTCRunnerArguments`` with this
+process's connection: it starts as soon as the session is assigned — at ``POST /start`` when
+the client makes one, before its offer — so the user's pipeline is built and started while
+the offer is still on its way. The answer itself comes from this process, not the pipeline.
 
 A bot never serves a second call: whatever state a call leaves behind dies with the process.
 """
@@ -24,17 +30,35 @@ from typing import Any
 import uvloop
 from loguru import logger
 from opentelemetry import trace
-from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
-from pipecat.workers.runner import WorkerRunner
+from pipecat.runner.types import SmallWebRTCRunnerArguments
 
+from bots.bot_file import BotFunction, load_bot
 from bots.config import BotConfig
+from bots.connection import CallConnection, prepare_connection
 from bots.faults import inject_fault, requested_fault
-from bots.pipeline import CallPipeline, cancel_pipeline, prepare_call
-from bots.protocol import Channel, Message, ProtocolError
+from bots.protocol import (
+    Answer,
+    Assign,
+    Bye,
+    Candidates,
+    Channel,
+    Error,
+    Hangup,
+    Heartbeat,
+    Logs,
+    Offer,
+    Ok,
+    ProtocolError,
+    Ready,
+    State,
+    Transcript,
+    Turn,
+)
 from bots.record import TranscriptLine
+from bots.recording import CallRecording, install
 from bots.rehearsal import rehearse_answer
 from bots.turn_metrics import TurnReport
-from media import ice, interfaces
+from media import interfaces
 from media.logs import LogRecord, configure_logging
 from media.ports import NoFreePort
 from media.tracing import Tracing, extract
@@ -44,9 +68,9 @@ __all__ = ["Bot", "bot_main"]
 
 #: Log lines waiting to travel to the spawner; beyond this the oldest are dropped.
 MAX_PENDING_LOG_LINES = 500
-#: After its answer, a bot waits for the spawner's ``start`` (sent within
-#: ``spawner.pool.START_HOLD``) at most this long before it starts its pipeline anyway.
-START_WAIT = 1.0
+#: pipecat runs ``setup_pipeline_worker`` from the files listed here (see bots.recording).
+SETUP_FILES_ENV = "PIPECAT_SETUP_FILES"
+SETUP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipecat_setup.py")
 
 
 def bot_main(sock: socket.socket, config: BotConfig) -> None:
@@ -57,6 +81,7 @@ def bot_main(sock: socket.socket, config: BotConfig) -> None:
     """
     # Its own process group: whatever it starts (espeak-ng) is ended with it by the spawner.
     os.setpgid(0, 0)
+    _add_setup_file(os.environ)
     bot = Bot(config, sock)
     configure_logging("bot", os.environ, also=bot.keep_log_line)
     tracing = Tracing.setup("voicebots-bot", os.environ)
@@ -64,7 +89,7 @@ def bot_main(sock: socket.socket, config: BotConfig) -> None:
     # whole process group and must not kill live calls before the spawner drains them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        uvloop.run(bot.run(tracing_enabled=tracing.enabled))
+        uvloop.run(bot.run())
     except ConnectionError:
         # The spawner went away (or retired this bot before it was ready): nothing to serve.
         pass
@@ -72,32 +97,35 @@ def bot_main(sock: socket.socket, config: BotConfig) -> None:
         tracing.shutdown()
 
 
-def _answer_message(req: Any, answer: dict[str, Any]) -> Message:
-    return {
-        "type": "answer",
-        "req": req,
-        "sdp": answer["sdp"],
-        "sdp_type": answer["type"],
-        "pc_id": answer["pc_id"],
-    }
+def _add_setup_file(environ: Any) -> None:
+    """List voicebots' setup file in ``PIPECAT_SETUP_FILES``, beside the user's own."""
+    listed = [f for f in environ.get(SETUP_FILES_ENV, "").split(os.pathsep) if f]
+    if SETUP_FILE not in listed:
+        environ[SETUP_FILES_ENV] = os.pathsep.join([*listed, SETUP_FILE])
+
+
+def _end_reason(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"bot_error: {type(exc).__name__}" + (f": {message}" if message else "")
 
 
 class Bot:
     def __init__(self, config: BotConfig, sock: socket.socket) -> None:
         self._config = config
         self._sock = sock
+        self._bot: BotFunction = load_bot(config.bot)
         self._channel: Channel | None = None
-        self._call: CallPipeline | None = None
+        self._peer: CallConnection | None = None
+        self._recording: CallRecording | None = None
         self._connected = asyncio.Event()
-        self._start = asyncio.Event()
         self._stop = asyncio.Event()
         self._end_reason = ""
+        self._answered = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_lines: deque[LogRecord] = deque(maxlen=MAX_PENDING_LOG_LINES)
         self._logs_waiting = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_call = False
-        self._tracing = False
         self._gathered_ahead = False
         #: Set when the host's addresses change under the candidates gathered ahead.
         self._stale = asyncio.Event()
@@ -110,50 +138,41 @@ class Bot:
         with contextlib.suppress(RuntimeError):  # the loop is closing
             self._loop.call_soon_threadsafe(self._logs_waiting.set)
 
-    async def run(self, tracing_enabled: bool = False) -> None:
+    async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tracing = tracing_enabled
         self._channel = channel = await Channel.open(self._sock)
         started = time.monotonic()
         try:
             interfaces.read_ahead()  # the answer's ICE gathering need not list them
-            self._call = self._prepare()
-            await channel.send(
-                {
-                    "type": "ready",
-                    "pid": os.getpid(),
-                    "prepare_ms": round((time.monotonic() - started) * 1000, 1),
-                }
-            )
+            self._peer = prepare_connection(self._config)
+            prepare_ms = round((time.monotonic() - started) * 1000, 1)
+            await channel.send(Ready(pid=os.getpid(), prepare_ms=prepare_ms))
             self._spawn(self._heartbeat())
             await self._gather_ahead()
             await self._rehearse()
             first = await self._first_message(channel)
-            if first is None or first["type"] == "hangup":
+            if first is None or isinstance(first, Hangup):
                 return  # retired while idle, or its candidates went stale
-            if first["type"] != "assign":
-                raise ProtocolError(f"expected 'assign', got {first['type']!r}")
+            if not isinstance(first, Assign):
+                raise ProtocolError(f"expected 'assign', got {first.type!r}")
             await self._take_call(first)
         finally:
             await self._close()
 
-    def _prepare(self) -> CallPipeline:
-        return prepare_call(self._config, self._on_line, self._on_turn, tracing=self._tracing)
-
     async def _gather_ahead(self) -> None:
-        """Gather the call's candidates before its offer (see ``CallPipeline.gather_ahead``)."""
-        assert self._call is not None
+        """Gather the call's candidates before its offer (see ``CallConnection.gather_ahead``)."""
+        assert self._peer is not None
         try:
-            self._gathered_ahead = await self._call.gather_ahead()
+            self._gathered_ahead = await self._peer.gather_ahead()
         except Exception as exc:
             # A full UDP port range, say. That peer cannot gather again: the call gets a fresh
-            # pipeline, whose answer gathers (and reports its own error if it fails too).
+            # one, whose answer gathers (and reports its own error if it fails too).
             logger.warning(f"could not gather ICE candidates ahead of the offer: {exc!r}")
-            stale, self._call = self._call, self._prepare()
+            stale, self._peer = self._peer, prepare_connection(self._config)
             with contextlib.suppress(Exception):
                 await stale.connection.disconnect()
 
-    async def _first_message(self, channel: Channel) -> Message | None:
+    async def _first_message(self, channel: Channel) -> Any:
         """The spawner's first message; ``None`` if first the host's addresses change under
         the candidates gathered ahead: the bot then exits, and the pool starts a fresh one."""
         if not self._gathered_ahead:
@@ -171,127 +190,132 @@ class Bot:
         return None
 
     async def _rehearse(self) -> None:
-        """Rehearse the answer in idle time (an offer arriving meanwhile waits its ~5 ms);
-        after prepare_call, so that the rehearsal's peer uses the call's ICE policy too."""
+        """Rehearse the answer in idle time (an offer arriving meanwhile waits its ~5 ms)."""
         try:
             await rehearse_answer(self._gathered_ahead)
         except Exception as exc:
             # Only speed is lost (a full UDP port range, say): the offer reports its own error.
             logger.warning(f"answer rehearsal failed: {exc!r}")
 
-    async def _take_call(self, assign: Message) -> None:
+    async def _take_call(self, assign: Assign) -> None:
         received_ns = time.time_ns()
-        session_id = str(assign.get("session_id", ""))
         # One bot, one call: every later log line of this process belongs to this session.
-        logger.configure(extra={"session_id": session_id})
+        logger.configure(extra={"session_id": assign.session_id})
         self._in_call = True
         self._spawn(self._forward_logs())
-        # Answers first: the answer's allocations start no collection (one, 0.16-0.2 ms, came
-        # due in each), and the call's span, which begins at the assign, is made once the
-        # burst is answered (~0.2 ms of CPU, ~0.7 ms in a bot's first burst).
-        gc.disable()
-        try:
-            rejected = await self._answer(assign)
-        finally:
-            gc.enable()
-        stop_task = None if rejected else await self._until_started(assign)
+        if assign.sdp:
+            # The answer's allocations start no collection (one came due in each).
+            gc.disable()
+            try:
+                rejected = await self._answer(assign.req, assign.sdp, assign.sdp_type)
+            finally:
+                gc.enable()
+            if rejected:
+                await self._send(Bye(end_reason=rejected, failed=True))
+                return
+        else:
+            await self._send(Ok(req=assign.req))
         tracer = trace.get_tracer("voicebots.bot")
         with tracer.start_as_current_span(
             "call",
-            context=extract(assign.get("trace")),
-            attributes={"voicebots.session_id": session_id, "voicebots.bot_pid": os.getpid()},
+            context=extract(assign.trace),
+            attributes={
+                "voicebots.session_id": assign.session_id,
+                "voicebots.bot_pid": os.getpid(),
+            },
             start_time=received_ns,
         ) as span:
-            reason = rejected if stop_task is None else await self._serve(stop_task)
+            reason, failed = await self._serve(assign)
             span.set_attribute("voicebots.end_reason", reason)
+        await self._flush_logs()  # the record is closed at bye; logs after it would be lost
+        await self._send(Bye(end_reason=reason, failed=failed))
 
-    async def _answer(self, assign: Message) -> str:
-        """Send the offer's answer; or, if it cannot be answered, the error and ``bye``, and
+    async def _answer(self, req: int, sdp: str, sdp_type: str) -> str:
+        """Answer the call's first offer; or, if it cannot be answered, send the error and
         return the end reason."""
-        assert self._channel is not None and self._call is not None
-        # Answers first: with host candidates only, the ICE checks of this bot's own start
-        # once its burst is answered. (A relayed candidate needs them early: the TURN server
-        # lets the caller's checks through once the bot's own have given the caller's address
-        # a permission.)
-        if self._gathered_ahead:
-            ice.hold_checks()
+        assert self._peer is not None
         try:
-            answer = await self._call.answer(
-                str(assign["sdp"]), str(assign.get("sdp_type", "offer"))
-            )
+            answer = await self._peer.answer(sdp, sdp_type)
         except Exception as exc:
             # A full UDP port range is the server's shortage, not the caller's mistake.
             code = "no_ports" if isinstance(exc, NoFreePort) else "bad_offer"
             logger.warning(f"offer rejected ({code}): {exc}")
-            await self._channel.send(
-                {"type": "error", "req": assign.get("req"), "code": code, "message": str(exc)}
-            )
-            await self._channel.send({"type": "bye", "end_reason": code, "failed": True})
+            await self._send(Error(req=req, code=code, message=str(exc)))
             return code
-        await self._channel.send(_answer_message(assign.get("req"), answer))
+        self._answered = True
+        await self._send(
+            Answer(req=req, sdp=answer["sdp"], sdp_type=answer["type"], pc_id=answer["pc_id"])
+        )
         return ""
 
-    async def _until_started(self, assign: Message) -> asyncio.Task[Any]:
-        """Serve the answered call's commands and wait for the spawner's ``start``; returns
-        the task that completes when the call is to end."""
-        assert self._call is not None
-        call = self._call
+    def _watch_connection(self) -> None:
+        assert self._peer is not None
+        connection = self._peer.connection
 
-        @call.connection.event_handler("connected")
+        @connection.event_handler("connected")
         async def _on_connected(_connection: Any) -> None:
             self._connected.set()
-            await self._send({"type": "state", "state": "connected"})
+            await self._send(State(state="connected"))
 
-        fault = requested_fault(assign.get("request_data")) if self._config.faults else None
+        @connection.event_handler("failed")
+        async def _on_failed(_connection: Any) -> None:
+            logger.warning("peer connection failed")
+            self._end("ice_failed")
+
+        @connection.event_handler("closed")
+        async def _on_closed(_connection: Any) -> None:
+            # Closed by the caller (its "peer left" message), or after a failure.
+            self._end("client_hangup")
+
+    async def _serve(self, assign: Assign) -> tuple[str, bool]:
+        """Run ``bot(runner_args)`` until it returns or the call is to end; returns the end
+        reason and whether the call failed."""
+        assert self._peer is not None
+        self._recording = recording = CallRecording(self._on_line, self._on_turn)
+        install(recording)
+        self._watch_connection()
+        fault = requested_fault(assign.body) if self._config.faults else None
         if fault is not None:
             self._spawn(inject_fault(*fault))
         self._spawn(self._read_commands())
         self._spawn(self._watchdog())
+        runner_args = SmallWebRTCRunnerArguments(
+            webrtc_connection=self._peer.connection,
+            body=assign.body if assign.body is not None else {},
+            session_id=assign.session_id,
+        )
+        logger.info("bot started" if not self._answered else "answered; bot started")
+        bot_task = self._spawn(self._bot(runner_args))
         stop_task = self._spawn(self._stop.wait())
-        # Answers first: the pipeline and the bot's own ICE checks start when the spawner says
-        # so, once the offers of a burst are answered. Meanwhile aiortc answers the caller's
-        # ICE checks (each with its triggered check) and serves DTLS.
-        start_task = self._spawn(self._start.wait())
-        await asyncio.wait(
-            {start_task, stop_task}, timeout=START_WAIT, return_when=asyncio.FIRST_COMPLETED
-        )
-        start_task.cancel()
-        ice.release_checks()
-        return stop_task
-
-    async def _serve(self, stop_task: asyncio.Task[Any]) -> str:
-        """Run the answered call until ``stop_task`` completes; returns its end reason."""
-        assert self._call is not None
-        call = self._call
-        # Logged (and forwarded to the spawner, ~0.3 ms of CPU) after the burst is answered.
-        logger.info("answered")
-        if call.preconnect is not None:
-            # While ICE and DTLS complete and the caller starts talking.
-            self._spawn(call.preconnect())
-        runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
-        await runner.add_workers(call.task)
-        pipeline_task = self._spawn(runner.run())
-        await asyncio.wait({pipeline_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if not pipeline_task.done():
-            await cancel_pipeline(call.task)
-            try:
-                await asyncio.wait_for(asyncio.shield(pipeline_task), timeout=5.0)
-            except TimeoutError:
-                pipeline_task.cancel()
-        failed = (
-            pipeline_task.done()
-            and not pipeline_task.cancelled()
-            and (pipeline_task.exception() is not None)
-        )
-        reason = self._end_reason or call.end_reason or ("error" if failed else "ended")
+        await asyncio.wait({bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not bot_task.done() and self._end_reason == "client_hangup":
+            # The bot file's own "client disconnected" handler usually ends its pipeline.
+            await asyncio.wait({bot_task}, timeout=self._config.end_grace)
+        if not bot_task.done():
+            # Hang-up, a timeout or the caller gone: the pipelines end, then bot() returns.
+            await recording.cancel_workers()
+            with contextlib.suppress(Exception):
+                await self._peer.connection.disconnect()
+            await asyncio.wait({bot_task}, timeout=self._config.end_grace)
+            if not bot_task.done():
+                logger.warning(
+                    f"bot() had not returned {self._config.end_grace} s after the hang-up; "
+                    "cancelling it"
+                )
+                bot_task.cancel()
+                await asyncio.wait({bot_task}, timeout=2.0)
+        await recording.close()
+        error = None if bot_task.cancelled() or not bot_task.done() else bot_task.exception()
+        if error is not None:
+            logger.opt(exception=error).error(f"bot() raised {type(error).__name__}: {error}")
+            reason, failed = _end_reason(error), True
+        else:
+            reason = self._end_reason or "ended"
+            failed = reason == "ice_failed"
         with contextlib.suppress(Exception):
-            await call.connection.disconnect()
+            await self._peer.connection.disconnect()
         logger.info(f"ended ({reason})")
-        await self._flush_logs()  # the record is closed at bye; logs after it would be lost
-        await self._send(
-            {"type": "bye", "end_reason": reason, "failed": failed or reason == "ice_failed"}
-        )
-        return reason
+        return reason, failed
 
     def _end(self, reason: str) -> None:
         if not self._end_reason:
@@ -299,76 +323,57 @@ class Bot:
         self._stop.set()
 
     async def _read_commands(self) -> None:
-        assert self._channel is not None and self._call is not None
+        assert self._channel is not None
         while True:
             message = await self._channel.recv()
             if message is None:
                 self._end("spawner_lost")
                 return
-            kind = message["type"]
-            if kind == "hangup":
-                self._end(str(message.get("reason") or "hangup"))
-            elif kind == "start":
-                self._start.set()
-            elif kind == "offer":
-                self._spawn(self._renegotiate(message))
-            elif kind == "candidates":
+            if isinstance(message, Hangup):
+                self._end(message.reason or "hangup")
+            elif isinstance(message, Offer):
+                self._spawn(self._offer(message))
+            elif isinstance(message, Candidates):
                 self._spawn(self._add_candidates(message))
             else:
-                logger.warning(f"ignoring unknown command {kind!r}")
+                logger.warning(f"ignoring unexpected {message.type!r}")
 
-    async def _renegotiate(self, message: Message) -> None:
-        assert self._call is not None
-        try:
-            answer = await self._call.renegotiate(
-                str(message["sdp"]),
-                str(message.get("sdp_type", "offer")),
-                bool(message.get("restart_pc")),
-            )
-        except Exception as exc:
+    async def _offer(self, message: Offer) -> None:
+        """The call's first offer (after an assign without one), or a renegotiation."""
+        assert self._peer is not None
+        if self._stop.is_set():
+            reason = self._end_reason or "ended"
             await self._send(
-                {
-                    "type": "error",
-                    "req": message.get("req"),
-                    "code": "bad_offer",
-                    "message": str(exc),
-                }
+                Error(req=message.req, code="call_ended", message=f"the call has ended ({reason})")
             )
             return
-        await self._send(_answer_message(message.get("req"), answer))
-
-    async def _add_candidates(self, message: Message) -> None:
-        from aiortc.sdp import candidate_from_sdp
-
-        assert self._call is not None
-        try:
-            for item in message.get("candidates") or []:
-                text = str(item.get("candidate") or "")
-                if text.startswith("candidate:"):
-                    text = text[len("candidate:") :]
-                if text:
-                    candidate = candidate_from_sdp(text)
-                    candidate.sdpMid = item.get("sdp_mid")
-                    candidate.sdpMLineIndex = item.get("sdp_mline_index")
-                    await self._call.connection.add_ice_candidate(candidate)
-                else:
-                    # An empty candidate is an end-of-candidates marker.
-                    await self._call.connection.add_ice_candidate(None)
-        except Exception as exc:
-            await self._send(
-                {
-                    "type": "error",
-                    "req": message.get("req"),
-                    "code": "bad_candidate",
-                    "message": str(exc),
-                }
-            )
+        if not self._answered:
+            rejected = await self._answer(message.req, message.sdp, message.sdp_type)
+            if rejected:
+                self._end(rejected)
             return
-        await self._send({"type": "ok", "req": message.get("req")})
+        try:
+            answer = await self._peer.renegotiate(message.sdp, message.sdp_type, message.restart_pc)
+        except Exception as exc:
+            await self._send(Error(req=message.req, code="bad_offer", message=str(exc)))
+            return
+        await self._send(
+            Answer(
+                req=message.req, sdp=answer["sdp"], sdp_type=answer["type"], pc_id=answer["pc_id"]
+            )
+        )
+
+    async def _add_candidates(self, message: Candidates) -> None:
+        assert self._peer is not None
+        try:
+            await self._peer.add_candidates(message.candidates)
+        except Exception as exc:
+            await self._send(Error(req=message.req, code="bad_candidate", message=str(exc)))
+            return
+        await self._send(Ok(req=message.req))
 
     async def _watchdog(self) -> None:
         """Ends calls that never connect, go silent, or run past their limit."""
-        assert self._call is not None
         config = self._config
         started = time.monotonic()
         try:
@@ -376,7 +381,9 @@ class Bot:
         except TimeoutError:
             self._end("connect_timeout")
             return
-        self._call.inbound.last_audio_at = time.monotonic()
+        assert self._recording is not None
+        transcript = self._recording.transcript
+        transcript.last_audio_at = time.monotonic()
         tick = min(1.0, config.idle_timeout / 4)
         while True:
             await asyncio.sleep(tick)
@@ -384,28 +391,23 @@ class Bot:
             if now - started >= config.max_call_seconds:
                 self._end("max_duration")
                 return
-            if now - self._call.inbound.last_audio_at >= config.idle_timeout:
+            if now - transcript.last_audio_at >= config.idle_timeout:
                 self._end("idle_timeout")
                 return
 
     async def _heartbeat(self) -> None:
         while True:
-            await self._send({"type": "heartbeat"})
+            await self._send(Heartbeat())
             await asyncio.sleep(self._config.heartbeat_interval)
             if interfaces.refresh() and self._gathered_ahead and not self._in_call:
                 self._stale.set()
 
     async def _on_line(self, line: TranscriptLine) -> None:
-        await self._send({"type": "transcript", **line.to_json()})
+        await self._send(Transcript(role=line.role, text=line.text, ts=line.ts))
 
     async def _on_turn(self, report: TurnReport) -> None:
         logger.info(f"turn {report.get('turn')}: {report}")
-        await self._send({"type": "turn", **report})
-        if self._call is not None:
-            # The page shows it as the turn's latency (an RTVI server message).
-            await self._call.task.queue_frames(
-                [RTVIServerMessageFrame(data={"type": "turn-metrics", **report})]
-            )
+        await self._send(Turn(report=report))
 
     async def _forward_logs(self) -> None:
         while True:
@@ -418,9 +420,9 @@ class Bot:
             return
         lines = list(self._log_lines)
         self._log_lines.clear()
-        await self._send({"type": "logs", "lines": lines})
+        await self._send(Logs(lines=lines))
 
-    async def _send(self, message: Message) -> None:
+    async def _send(self, message: Any) -> None:
         if self._channel is None:
             return
         try:

@@ -27,7 +27,7 @@ import asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from bots.pipeline import gather_ahead
+from bots.connection import gather_ahead
 
 __all__ = ["rehearse_answer", "rehearse_offer"]
 

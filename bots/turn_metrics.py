@@ -15,11 +15,13 @@ and ``vad_stop_at``, the VAD stop itself on the host's monotonic clock (seconds,
 ``time.monotonic()`` in every process), so a client on the same host can split its own
 voice-to-voice time into the way in (to the VAD stop) and the way out (after ``audio_out``).
 
-The VAD stop itself comes ``vad_stop_secs`` after the user's last sound; that wait is the
-configured price of knowing speech ended, and is reported separately as ``vad_wait_ms``. A VAD
-that measures its stops (``bots.vad.InlineSileroVAD``) also gives ``vad_silence_ms``: the audio
-after the user's last loud sample it actually took in before deciding — the configured wait
-rounded to its analysis windows, plus the windows its model still heard as speech.
+The VAD stop itself comes ``stop_secs`` after the user's last sound; that wait is the
+configured price of knowing speech ended, and is reported separately as ``vad_wait_ms`` (read
+from the ``SpeechControlParamsFrame`` the VAD announces its parameters with). A VAD that
+measures its stops (``bots.vad.InlineSileroVAD``, which the built-in agent uses) also gives
+``vad_silence_ms``: the audio after the user's last loud sample it actually took in before
+deciding — the configured wait rounded to its analysis windows, plus the windows its model
+still heard as speech.
 
 The user aggregator runs the VAD and sends each of its events twice, as two separate frames:
 upstream at once, and downstream once its own input queue reaches it — which, on a bot held
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     LLMTextFrame,
+    SpeechControlParamsFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     UserStartedSpeakingFrame,
@@ -46,6 +49,8 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
+
+from bots.vad import measuring
 
 __all__ = ["MeasuredVAD", "ReportCallback", "TurnMetricsObserver", "TurnReport"]
 
@@ -60,13 +65,17 @@ class MeasuredVAD(Protocol):
 
 class TurnMetricsObserver(BaseObserver):
     def __init__(
-        self, on_turn: ReportCallback, vad_stop_secs: float, vad: MeasuredVAD | None = None
+        self,
+        on_turn: ReportCallback,
+        vad_stop_secs: float | None = None,
+        vad: MeasuredVAD | None = None,
     ) -> None:
         # Each frame once, where it is first pushed: not again at every processor it crosses
         # (an audio frame crosses five), which would cost a queue hop each.
         super().__init__(observe_every_push=False)
         self._on_turn = on_turn
-        self._vad_wait_ms = round(vad_stop_secs * 1000, 1)
+        self._vad_wait_ms = None if vad_stop_secs is None else round(vad_stop_secs * 1000, 1)
+        #: The VAD measuring its stops; when not given, the process's (``bots.vad.measuring``).
         self._vad = vad
         self._turns = 0
         #: Host monotonic ns minus pipeline clock ns: the least seen is the true offset plus
@@ -83,6 +92,10 @@ class TurnMetricsObserver(BaseObserver):
         if not data.first_push:
             return  # (the pipeline sends only first pushes; a direct caller may not)
         frame, now = data.frame, data.timestamp
+        if isinstance(frame, SpeechControlParamsFrame):
+            if frame.vad_params is not None:
+                self._vad_wait_ms = round(frame.vad_params.stop_secs * 1000, 1)
+            return
         offset = time.monotonic_ns() - now
         if self._clock_offset is None or offset < self._clock_offset:
             self._clock_offset = offset
@@ -99,7 +112,8 @@ class TurnMetricsObserver(BaseObserver):
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             if "turn_end" not in self._marks:
                 self._vad_stop = now
-                self._vad_silence = None if self._vad is None else self._vad.stop_silence_secs
+                vad = self._vad if self._vad is not None else measuring()
+                self._vad_silence = None if vad is None else vad.stop_silence_secs
         elif self._vad_stop is None:
             return
         elif isinstance(frame, TranscriptionFrame) and "turn_end" not in self._marks:
@@ -125,7 +139,9 @@ class TurnMetricsObserver(BaseObserver):
     async def _report(self, bot_was_speaking: bool = False) -> None:
         assert self._vad_stop is not None
         self._turns += 1
-        report: TurnReport = {"turn": self._turns, "vad_wait_ms": self._vad_wait_ms}
+        report: TurnReport = {"turn": self._turns}
+        if self._vad_wait_ms is not None:
+            report["vad_wait_ms"] = self._vad_wait_ms
         if bot_was_speaking:
             report["bot_was_speaking"] = True
         if self._vad_silence is not None:

@@ -41,7 +41,7 @@ from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
 
 from media.audio import loud_limit
 
-__all__ = ["InlineSileroVAD", "optimized_graph"]
+__all__ = ["InlineSileroVAD", "measuring", "optimized_graph"]
 
 #: pipecat's copy of the Silero VAD model (ONNX, in its wheel).
 MODEL = resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")
@@ -84,6 +84,15 @@ class _SileroModel(SileroOnnxModel):
         self.sample_rates = [8000, 16000]
 
 
+#: The last InlineSileroVAD made in this process: a bot serves one call, whose VAD it is.
+_measuring: InlineSileroVAD | None = None
+
+
+def measuring() -> InlineSileroVAD | None:
+    """The VAD of this process's call, if it measures its stops (see the module doc)."""
+    return _measuring
+
+
 class InlineSileroVAD(SileroVADAnalyzer):
     def __init__(self, **kwargs: Any) -> None:
         # SileroVADAnalyzer.__init__ less its model load, which _SileroModel does faster.
@@ -96,6 +105,8 @@ class InlineSileroVAD(SileroVADAnalyzer):
         self._last_loud: int | None = None  #: just after the last loud sample
         #: Seconds of audio after the last loud sample taken in before the last stop.
         self.stop_silence_secs: float | None = None
+        global _measuring
+        _measuring = self
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         before = self._vad_state

@@ -147,18 +147,18 @@ class VoiceTrack(MediaStreamTrack):
 class VoiceConnection(SmallWebRTCConnection):
     """pipecat's peer connection, sending the bot's voice through a :class:`VoiceTrack`.
 
-    pipecat builds its own output track when the client connects and passes it here; the
-    voice track goes to the sender instead, and the writes pipecat makes to its track are
-    redirected to it (that track's ``recv`` is never called).
+    pipecat's transport builds its own output track, at the pipeline's output rate, when the
+    client connects and passes it here; a voice track at the same rate goes to the sender
+    instead, and the writes pipecat makes to its track are redirected to it (that track's
+    ``recv`` is never called). A rate Opus cannot encode natively (22.05 kHz, say) keeps
+    pipecat's track, which resamples.
     """
 
-    def __init__(self, *args: Any, sample_rate: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._voice_rate = sample_rate
-
     def replace_audio_track(self, track: Any) -> None:
-        if isinstance(track, RawAudioTrack):
-            voice = VoiceTrack(self._voice_rate)
+        # pipecat's track keeps its rate private; without it, its own track stays.
+        rate = getattr(track, "_sample_rate", None) if isinstance(track, RawAudioTrack) else None
+        if isinstance(rate, int) and rate > 0 and RTP_RATE % rate == 0:
+            voice = VoiceTrack(rate)
             setattr(track, "add_audio_bytes", voice.add_audio_bytes)  # noqa: B010
             track = voice
         super().replace_audio_track(track)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import signal
@@ -15,7 +16,7 @@ from multiprocessing.process import BaseProcess
 
 from loguru import logger
 
-from bots.protocol import Channel, Message, ProtocolError
+from bots.protocol import Channel, Error, Heartbeat, Message, ProtocolError, Ready
 
 __all__ = ["BotError", "BotHandle", "BotState"]
 
@@ -90,19 +91,20 @@ class BotHandle:
             raise BotError("bot_gone", f"bot {self.pid} is unreachable: {exc}") from None
 
     async def request(self, message: Message, timeout: float) -> Message:
-        """Send a request and wait for the reply carrying the same ``req``."""
+        """Send a request (its ``req`` replaced by the next id) and wait for the reply
+        carrying the same ``req``; an :class:`~bots.protocol.Error` reply raises."""
         req = next(self._req_ids)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
         try:
-            await self.send({**message, "req": req})
+            await self.send(dataclasses.replace(message, req=req))  # type: ignore[call-arg]
             reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise BotError("bot_timeout", f"bot {self.pid} did not answer in {timeout} s") from None
         finally:
             self._pending.pop(req, None)
-        if reply["type"] == "error":
-            raise BotError(str(reply.get("code", "error")), str(reply.get("message", "")))
+        if isinstance(reply, Error):
+            raise BotError(reply.code, reply.message)
         return reply
 
     def kill(self) -> None:
@@ -142,17 +144,16 @@ class BotHandle:
             if message is None:
                 return
             self.last_seen = time.monotonic()
-            kind = message["type"]
-            if kind == "heartbeat":
+            if isinstance(message, Heartbeat):
                 continue
-            if kind == "ready":
+            if isinstance(message, Ready):
                 self.ready_at = time.monotonic()
                 if self.state is BotState.STARTING:
                     self.state = BotState.IDLE
                 if not self.ready.done():
                     self.ready.set_result(None)
                 continue
-            req = message.get("req")
+            req = getattr(message, "req", None)
             if isinstance(req, int) and req in self._pending:
                 future = self._pending[req]
                 if not future.done():

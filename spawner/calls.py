@@ -1,8 +1,10 @@
 """Sessions and calls: which bot serves which session, and the record each call leaves.
 
-A session is born at ``POST /start`` (or implicitly with its first offer), gets a bot at its
-first offer, and ends when its bot says ``bye`` or dies. Whatever happens, the transcript
-lines received so far become the call record in Redis, written once.
+A session is born at ``POST /start`` — which takes a warm bot for it at once, so the bot
+file's ``bot(runner_args)`` starts while the client sends its offer — or implicitly with its
+first offer, which the bot it takes then answers. It ends when its bot says ``bye`` or
+dies. Whatever happens, the transcript lines received so far become the call record in
+Redis, written once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ from typing import Any
 
 from loguru import logger
 
-from bots.protocol import Message
+from bots.protocol import (
+    Answer,
+    Assign,
+    Bye,
+    Candidates,
+    Hangup,
+    Logs,
+    Message,
+    Offer,
+    State,
+    Transcript,
+    Turn,
+)
 from bots.record import CallRecord, CallStatus, TranscriptLine
 from media.negotiation import CandidatesRequest, OfferRequest
 from media.tracing import inject
@@ -82,6 +96,8 @@ def _call_error(exc: BotError) -> CallError:
     shortage of UDP ports (503), or the bot's own failure (502)."""
     if exc.code in ("bad_offer", "bad_candidate"):
         return CallError(400, exc.code, exc.message)
+    if exc.code == "call_ended":
+        return CallError(409, "session_ended", exc.message)
     if exc.code == "no_ports":
         return CallError(503, exc.code, exc.message, retry_after=2.0)
     return CallError(502, exc.code, exc.message)
@@ -171,15 +187,28 @@ class CallManager:
             session = found
         if session.record is not None:
             raise CallError(409, "session_ended", f"session {session.session_id} has ended")
-        if session.bot is not None:
+        if session.bot is not None and session.pc_id is not None:
             answer = await self._renegotiate(session, offer)
         elif offer.pc_id is not None:
             raise CallError(404, "unknown_pc", f"no peer connection {offer.pc_id}")
+        elif session.bot is not None:
+            answer = await self._first_offer(session, offer)
         else:
             answer = await self._assign(session, offer)
         return {**answer, "session_id": session.session_id}
 
-    async def _assign(self, session: Session, offer: OfferRequest) -> dict[str, Any]:
+    async def start_session(self, request_data: Any = None, owner: str | None = None) -> Session:
+        """``POST /start``: a session with its bot, whose ``bot(runner_args)`` starts now."""
+        session = self.create(request_data, owner=owner)
+        try:
+            await self._assign(session, None)
+        except BaseException:
+            self.sessions.pop(session.session_id, None)
+            raise
+        return session
+
+    async def _assign(self, session: Session, offer: OfferRequest | None) -> dict[str, Any]:
+        """Give ``session`` a bot; with ``offer``, the bot's answer to it is returned."""
         self._check_cap(session.owner, exclude=session)
         session.assigning = True
         try:
@@ -193,45 +222,52 @@ class CallManager:
         session.started_at = time.time()
         bot.session_id = session.session_id
         self._by_pid[bot.pid] = session
-        session.opening = self._later(self._open_record(session))
+        session.opening = self._later(
+            self._recorder.open_call(session.session_id, session.started_at, session.owner)
+        )
+        body = session.request_data
+        if offer is not None and offer.request_data is not None:
+            body = offer.request_data
+        assign = Assign(
+            req=0,
+            session_id=session.session_id,
+            body=body,
+            sdp="" if offer is None else offer.sdp,
+            sdp_type="offer" if offer is None else offer.sdp_type,
+            trace=inject(),
+        )
         try:
             async with self._pool.answering(bot):
-                reply = await bot.request(
-                    {
-                        "type": "assign",
-                        "session_id": session.session_id,
-                        "sdp": offer.sdp,
-                        "sdp_type": offer.sdp_type,
-                        "request_data": session.request_data
-                        if offer.request_data is None
-                        else offer.request_data,
-                        "trace": inject(),
-                    },
-                    timeout=self._config.answer_timeout,
-                )
+                reply = await bot.request(assign, timeout=self._config.answer_timeout)
         except BotError as exc:
             error = _call_error(exc)
             if error.status == 502:  # the bot failed, not the caller: it serves no one else
                 bot.kill()
             raise error from None
-        session.pc_id = str(reply["pc_id"])
-        self._by_pc[session.pc_id] = session
-        self._pool.start_after_answers(bot)
-        self._later(self._log_answered(session.session_id, bot.pid))
-        return {"sdp": reply["sdp"], "type": reply["sdp_type"], "pc_id": reply["pc_id"]}
+        logger.bind(session_id=session.session_id).info(
+            f"bot {bot.pid} {'answered' if offer is not None else 'started'}"
+        )
+        return {} if offer is None else self._answered(session, reply)
 
-    async def _log_answered(self, session_id: str, pid: int) -> None:
-        """The answer's log line, once the burst it came in is answered (answers first)."""
-        await self._pool.after_answers()
-        logger.bind(session_id=session_id).info(f"bot {pid} answered")
+    async def _first_offer(self, session: Session, offer: OfferRequest) -> dict[str, Any]:
+        """The first offer of a session that got its bot at ``POST /start``."""
+        assert session.bot is not None
+        request = Offer(req=0, sdp=offer.sdp, sdp_type=offer.sdp_type)
+        try:
+            async with self._pool.answering(session.bot):
+                reply = await session.bot.request(request, timeout=self._config.answer_timeout)
+        except BotError as exc:
+            raise _call_error(exc) from None
+        return self._answered(session, reply)
 
-    async def _open_record(self, session: Session) -> None:
-        """Mark the call active in Redis and open its spool journal once the burst it came
-        in is answered (the spawner's CPU goes to answers first). The bot starts no sooner,
-        so no transcript line comes before; should one, the journal opens on it."""
-        await self._pool.after_answers()
-        assert session.started_at is not None
-        await self._recorder.open_call(session.session_id, session.started_at, session.owner)
+    def _answered(self, session: Session, reply: Message) -> dict[str, Any]:
+        if not isinstance(reply, Answer):
+            raise CallError(502, "bad_reply", f"the bot replied {reply.type!r} to an offer")
+        if session.pc_id is not None:
+            self._by_pc.pop(session.pc_id, None)
+        session.pc_id = reply.pc_id
+        self._by_pc[reply.pc_id] = session
+        return {"sdp": reply.sdp, "type": reply.sdp_type, "pc_id": reply.pc_id}
 
     async def _renegotiate(self, session: Session, offer: OfferRequest) -> dict[str, Any]:
         assert session.bot is not None
@@ -241,24 +277,12 @@ class CallManager:
             )
         if offer.pc_id != session.pc_id:
             raise CallError(404, "unknown_pc", f"no peer connection {offer.pc_id}")
+        request = Offer(req=0, sdp=offer.sdp, sdp_type=offer.sdp_type, restart_pc=offer.restart_pc)
         try:
-            reply = await session.bot.request(
-                {
-                    "type": "offer",
-                    "sdp": offer.sdp,
-                    "sdp_type": offer.sdp_type,
-                    "restart_pc": offer.restart_pc,
-                },
-                timeout=self._config.answer_timeout,
-            )
+            reply = await session.bot.request(request, timeout=self._config.answer_timeout)
         except BotError as exc:
             raise _call_error(exc) from None
-        new_pc = str(reply["pc_id"])
-        if new_pc != session.pc_id:
-            self._by_pc.pop(session.pc_id, None)
-            session.pc_id = new_pc
-            self._by_pc[new_pc] = session
-        return {"sdp": reply["sdp"], "type": reply["sdp_type"], "pc_id": new_pc}
+        return self._answered(session, reply)
 
     async def candidates(
         self, session_id: str | None, request: CandidatesRequest, acting: str | None = None
@@ -274,7 +298,7 @@ class CallManager:
             raise CallError(409, "session_ended", f"session {session.session_id} has ended")
         try:
             await session.bot.request(
-                {"type": "candidates", **request.to_json()},
+                Candidates(req=0, pc_id=request.pc_id, candidates=request.to_json()["candidates"]),
                 timeout=self._config.answer_timeout,
             )
         except BotError as exc:
@@ -292,7 +316,7 @@ class CallManager:
             return {"session_id": session_id, "status": "cancelled"}
         if session.record is None:
             try:
-                await session.bot.send({"type": "hangup", "reason": reason})
+                await session.bot.send(Hangup(reason=reason))
             except BotError:
                 pass
             try:
@@ -314,37 +338,34 @@ class CallManager:
 
     async def on_bot_event(self, bot: BotHandle, message: Message) -> None:
         session = self._by_pid.get(bot.pid)
-        kind = message["type"]
         if session is None:
-            if kind != "logs":
-                logger.warning(f"bot {bot.pid}: {kind!r} outside a call")
+            if not isinstance(message, Logs):
+                logger.warning(f"bot {bot.pid}: {message.type!r} outside a call")
             return
-        if kind == "transcript":
+        if isinstance(message, Transcript):
             try:
-                line = TranscriptLine.from_json(message)
+                line = TranscriptLine.from_json(
+                    {"role": message.role, "text": message.text, "ts": message.ts}
+                )
             except ValueError as exc:
                 logger.warning(f"bot {bot.pid}: bad transcript line: {exc}")
                 return
             session.lines.append(line)
             self._recorder.line(session.session_id, line)
-        elif kind == "turn":
-            session.turns.append({k: v for k, v in message.items() if k != "type"})
-            audio_out = message.get("audio_out_ms")
+        elif isinstance(message, Turn):
+            session.turns.append(dict(message.report))
+            audio_out = message.report.get("audio_out_ms")
             if isinstance(audio_out, int | float):
                 self._metrics.voice_to_voice_seconds.observe(audio_out / 1000)
-        elif kind == "logs":
-            lines = message.get("lines")
-            if isinstance(lines, list):
-                session.logs.extend(line for line in lines if isinstance(line, dict))
-        elif kind == "state":
-            if message.get("state") == "connected" and session.connected_at is None:
+        elif isinstance(message, Logs):
+            session.logs.extend(line for line in message.lines if isinstance(line, dict))
+        elif isinstance(message, State):
+            if message.state == "connected" and session.connected_at is None:
                 session.connected_at = time.time()
-        elif kind == "bye":
-            await self._finish(
-                session, str(message.get("end_reason") or "ended"), bool(message.get("failed"))
-            )
+        elif isinstance(message, Bye):
+            await self._finish(session, message.end_reason or "ended", message.failed)
         else:
-            logger.warning(f"bot {bot.pid}: unexpected {kind!r}")
+            logger.warning(f"bot {bot.pid}: unexpected {message.type!r}")
 
     async def on_bot_exit(self, bot: BotHandle) -> None:
         session = self._by_pid.pop(bot.pid, None)

@@ -1,8 +1,8 @@
 """The ``voicebots`` command.
 
-voicebots up          signaling + spawner + rq worker, supervised together (local demo)
-voicebots signaling   the public HTTP service
-voicebots spawner     the warm pool of bot processes and its control API
+voicebots up [--bot BOT]       signaling + spawner + rq worker, supervised together
+voicebots signaling            the public HTTP service
+voicebots spawner [--bot BOT]  the warm pool of bot processes and its control API
 voicebots worker      the rq worker for post-call jobs (``--burst`` to drain and exit)
 voicebots call URL    the headless caller (see ``voicebots call --help``)
 voicebots bench       the benchmark against a bare aiortc server (see ``voicebots bench --help``)
@@ -18,7 +18,9 @@ import sys
 import time
 
 import redis
+from loguru import logger
 
+from bots.bot_file import BOT_ENV, BUILTIN_BOT
 from media.env import redact_url
 from media.logs import configure_logging
 from media.tracing import Tracing
@@ -62,6 +64,10 @@ def _spawner() -> int:
 
     config = SpawnerConfig.from_env(os.environ)
     configure_logging("spawner", os.environ)
+    if config.bot.bot == BUILTIN_BOT:
+        from bots.config import AgentConfig
+
+        logger.info(AgentConfig.from_env(os.environ).providers.describe())
     problem = _check_redis(config.redis_url)
     if problem:
         return _fail(problem)
@@ -92,10 +98,13 @@ def _worker(burst: bool) -> int:
 
 def _up() -> int:
     """Run the three processes; a signal stops them all, a dying one stops the rest."""
-    from bots.config import BotConfig
+    from bots.compat import check_pipecat
+    from bots.config import AgentConfig, BotConfig
 
     try:
-        BotConfig.from_env(os.environ)
+        if BotConfig.from_env(os.environ).bot == BUILTIN_BOT:
+            AgentConfig.from_env(os.environ)
+        check_pipecat()
     except ValueError as exc:
         return _fail(str(exc))
     problem = _check_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -152,14 +161,23 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(args[1:])
     parser = argparse.ArgumentParser(prog="voicebots", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run signaling, spawner and worker together")
+    bot_help = (
+        "the bot file: a path to a .py file or a dotted module name defining "
+        "`async def bot(runner_args)` (default: $VOICEBOTS_BOT, else the built-in agent)"
+    )
+    up = sub.add_parser("up", help="run signaling, spawner and worker together")
+    up.add_argument("--bot", help=bot_help)
     sub.add_parser("signaling", help="run the public signaling service")
-    sub.add_parser("spawner", help="run the bot spawner")
+    spawner = sub.add_parser("spawner", help="run the bot spawner")
+    spawner.add_argument("--bot", help=bot_help)
     worker = sub.add_parser("worker", help="run the post-call rq worker")
     worker.add_argument("--burst", action="store_true", help="drain the queue, then exit")
     sub.add_parser("call", help="call a voicebots server from the command line")
     sub.add_parser("bench", help="benchmark voicebots against a bare aiortc server")
     parsed = parser.parse_args(args)
+    if getattr(parsed, "bot", None):
+        # The entry point's own setting: the spawner (and, through it, the zygote) reads it.
+        os.environ[BOT_ENV] = parsed.bot
     try:
         if parsed.command == "up":
             return _up()

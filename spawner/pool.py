@@ -12,8 +12,8 @@ from typing import Any
 
 from loguru import logger
 
-from bots.protocol import Message
-from spawner.bot_handle import BotError, BotHandle, BotState
+from bots.protocol import Hangup, Message
+from spawner.bot_handle import BotHandle, BotState
 from spawner.config import SpawnerConfig
 from spawner.limits import Limiter
 from spawner.zygote import Zygote
@@ -29,10 +29,6 @@ REFILL_DEFER = 0.5
 #: Offers of one burst reach the spawner over tens of milliseconds: the refill also waits
 #: this long after the last answer, in case another offer follows.
 REFILL_QUIET = 0.1
-#: Answers first: a bot that has answered starts its pipeline (~15 ms of CPU) once no other
-#: offer is being answered, or at the latest this long after its own answer — by then its
-#: caller is still completing ICE and DTLS, which the bot serves meanwhile.
-START_HOLD = 0.25
 #: One offer per CPU is answered at a time, the others wait in arrival order: a bot's answer is
 #: ~4 ms of CPU, and bots answering side by side share the CPU and all finish late (measured in
 #: ``voicebots bench``: burst-16 offer→answer p50 60 and 61 ms against 75 and 77 ms with every
@@ -78,11 +74,6 @@ class Pool:
         self.spawn_failures = 0
         self._arrivals: deque[float] = deque()
         self._answering: set[int] = set()  # bots answering an offer, by pid
-        # Set while no offer is being answered: what waits for a burst's answers (32 tasks in
-        # a burst of 16) waits on this alone, not on every change of the pool, which woke
-        # each of them at each bot taken and each answer to find the burst not yet answered.
-        self._quiet = asyncio.Event()
-        self._quiet.set()
         # Slots for answering offers (see SLOT_LEASE); None: no limit.
         self._slots = (
             asyncio.Semaphore(config.answer_concurrency) if config.answer_concurrency else None
@@ -193,15 +184,12 @@ class Pool:
         if not self._answering and now - self._answered_at > REFILL_QUIET:
             self._burst_began = now
         self._answering.add(bot.pid)
-        self._quiet.clear()
         try:
             async with self._answer_slot():
                 yield
         finally:
             self._answering.discard(bot.pid)
             self._answered_at = time.monotonic()
-            if not self._answering:
-                self._quiet.set()
             await self.notify()
 
     @contextlib.asynccontextmanager
@@ -227,24 +215,6 @@ class Pool:
         finally:
             lease.cancel()
             free()
-
-    async def after_answers(self) -> None:
-        """Return once no offer is being answered, or :data:`START_HOLD` from now at the
-        latest: for work of a call that can wait until its burst is answered."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(START_HOLD):
-                await self._quiet.wait()
-
-    def start_after_answers(self, bot: BotHandle) -> None:
-        """Tell ``bot``, which has answered, to start its call once no offer is being
-        answered (see :data:`START_HOLD`)."""
-        self._later(self._start_after_answers(bot))
-
-    async def _start_after_answers(self, bot: BotHandle) -> None:
-        await self.after_answers()
-        # A bot gone meanwhile has ended its call; its exit is handled on its own.
-        with contextlib.suppress(BotError):
-            await bot.send({"type": "start"})
 
     def _later(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -335,7 +305,7 @@ class Pool:
         for bot in list(self.bots.values()):
             if bot.state in (BotState.IDLE, BotState.STARTING):
                 try:
-                    await bot.send({"type": "hangup", "reason": "retired"})
+                    await bot.send(Hangup(reason="retired"))
                 except Exception:
                     bot.kill()
         await self.notify()

@@ -12,6 +12,8 @@ import uvicorn
 import uvloop
 from loguru import logger
 
+from bots.bot_file import describe
+from bots.compat import check_pipecat
 from spawner.calls import CallManager
 from spawner.config import SpawnerConfig
 from spawner.control import build_control_app
@@ -49,20 +51,22 @@ class Spawner:
 
     async def run(self) -> None:
         config = self._config
-        logger.info(config.bot.providers.describe())
+        logger.info(f"bot file: {describe(config.bot.bot)}")
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
 
-        # Fail now, not in every bot, if the ICE bind address does not resolve here.
+        # Fail now, not in every bot, if the ICE bind address does not resolve here, if the
+        # installed pipecat is one voicebots does not support, or if the bot file is broken.
         config.bot.media.resolve_bind_host()
+        check_pipecat()
+        zygote = Zygote(config.bot)
+        await zygote.start()
         limiter = make_limiter(config.limits)
         if limiter.enforcement in (Enforcement.RLIMIT, Enforcement.NONE):
             logger.warning(limiter.describe())
         else:
             logger.info(limiter.describe())
-        zygote = Zygote(config.bot)
-        await zygote.start()
         recorder = Recorder(config.redis_url, Spool(config.spool_dir), config.spool_retry)
         recorder.start()
         calls: CallManager

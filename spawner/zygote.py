@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.context
+import os
 import socket
+import sys
 import time
 
 from loguru import logger
 
+from bots.bot_file import BOT_ENV, BotFileError, describe
 from bots.config import BotConfig
 from bots.process import bot_main
 
@@ -28,9 +31,30 @@ class Zygote:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["bots.preload"])
 
+    async def check_bot_file(self) -> None:
+        """Import the bot file in a fresh interpreter: a broken one stops the spawner at
+        start-up, with a message naming the file, and its imports stay out of this process.
+        Raises :class:`~bots.bot_file.BotFileError`."""
+        checker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bots.bot_file",
+            self._config.bot,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await checker.communicate()
+        if checker.returncode != 0:
+            text = stderr.decode(errors="replace").strip()
+            raise BotFileError(text or f"bot file {describe(self._config.bot)} cannot run")
+
     async def start(self) -> None:
-        """Start the fork server and wait for its preload (the slow part, done once)."""
+        """Check the bot file, then start the fork server and wait for its preload (the slow
+        part, done once)."""
         started = time.monotonic()
+        await self.check_bot_file()
+        # The fork server inherits this environment: it names the bot file to bots.preload.
+        os.environ[BOT_ENV] = self._config.bot
         process, sock = await self.spawn()
         # The first fork proves the zygote works; that bot is retired at once.
         sock.close()

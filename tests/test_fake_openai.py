@@ -4,6 +4,7 @@ OpenAI STT, LLM and TTS services."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ import numpy as np
 import openai
 import pytest
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from bots.config import ProviderConfig
 from bots.services import (
@@ -28,7 +29,13 @@ from bots.services import (
     preconnect,
 )
 from tests.fakes.audio import SPEECH_SAMPLE_RATE, parse_wav, tone_speech, wav_bytes
-from tests.fakes.openai_server import DEFAULT_TRANSCRIPT, FakeOpenAI, run_fake_openai
+from tests.fakes.openai_payloads import tool_result_text
+from tests.fakes.openai_server import (
+    DEFAULT_TRANSCRIPT,
+    FakeOpenAI,
+    _parse_args,
+    run_fake_openai,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WEATHER = "It is sunny and warm today."
@@ -388,3 +395,192 @@ async def test_preconnect_failures_are_only_logged() -> None:
     session = OpenAISession.open(providers)
     async with session.http:
         await preconnect(session)
+
+
+BOOKING = ("book_table", json.dumps({"name": "Ann", "party_size": 2, "time": "7 pm"}))
+BOOK_TABLE_TOOL: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "book_table",
+        "description": "Book a table.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "party_size": {"type": "integer"},
+                "time": {"type": "string"},
+            },
+            "required": ["name", "party_size", "time"],
+        },
+    },
+}
+BOOKING_REQUEST: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "You are a restaurant host."},
+    {"role": "user", "content": "I'd like to book a table for two at seven."},
+]
+
+
+async def test_streaming_tool_call_in_openai_format(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.options.tool_call = BOOKING
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=BOOKING_REQUEST,
+        tools=[BOOK_TABLE_TOOL],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+    calls = [call for delta in deltas for call in delta.tool_calls or []]
+    # The first piece names the call; the rest carry only argument text, at the same index.
+    first, *rest = calls
+    assert first.index == 0 and first.id and first.id.startswith("call_")
+    assert first.type == "function"
+    assert first.function is not None and first.function.name == "book_table"
+    assert first.function.arguments == ""
+    assert len(rest) > 1
+    assert all(c.index == 0 and c.id is None and c.function is not None for c in rest)
+    arguments = "".join(c.function.arguments or "" for c in rest if c.function is not None)
+    assert json.loads(arguments) == {"name": "Ann", "party_size": 2, "time": "7 pm"}
+    assert not any(delta.content for delta in deltas)
+    assert finish[-1] == "tool_calls" and set(finish[:-1]) == {None}
+    assert chunks[-1].usage is not None and not chunks[-1].choices
+    assert fake.tool_calls == 1
+
+
+async def test_non_streamed_tool_call(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.options.tool_call = BOOKING
+    completion = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=BOOKING_REQUEST, tools=[BOOK_TABLE_TOOL]
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function"
+    assert call.function.name == "book_table"
+    assert json.loads(call.function.arguments)["party_size"] == 2
+
+
+async def test_tool_result_is_answered_in_words(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.options.tool_call = BOOKING
+    messages: list[ChatCompletionMessageParam] = [
+        *BOOKING_REQUEST,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": BOOKING[0], "arguments": BOOKING[1]},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"confirmation": "K7Q2ZP"}'},
+    ]
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, tools=[BOOK_TABLE_TOOL], stream=True
+    )
+    text = ""
+    async for chunk in stream:
+        for choice in chunk.choices:
+            assert not choice.delta.tool_calls
+            text += choice.delta.content or ""
+    assert text == "Your table is booked, confirmation K7Q2ZP."
+    assert fake.tool_calls == 0
+    assert fake.chat_messages[0][-1]["role"] == "tool"
+
+
+@pytest.mark.parametrize(
+    ("content", "spoken"),
+    [
+        ('"AB12"', "AB12"),
+        ('{"confirmation": "AB12", "name": "Ann"}', "AB12"),
+        ('{"status": "ok"}', '{"status": "ok"}'),
+        ("plain text", "plain text"),
+    ],
+)
+def test_tool_result_text(content: str, spoken: str) -> None:
+    assert tool_result_text(content) == spoken
+
+
+async def test_tool_call_only_when_asked_for(fake: FakeOpenAI, client: AsyncOpenAI) -> None:
+    fake.options.tool_call = BOOKING
+
+    async def reply(**kwargs: Any) -> str | None:
+        completion = await client.chat.completions.create(model="m", **kwargs)
+        choice = completion.choices[0]
+        return "call" if choice.message.tool_calls else choice.message.content
+
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+    other_tool: ChatCompletionToolParam = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object"}},
+    }
+    # No tools declared, another tool declared, a message not asking, tool_choice "none".
+    assert (
+        await reply(messages=BOOKING_REQUEST)
+        == "You said: I'd like to book a table for two at seven."
+    )
+    assert (await reply(messages=BOOKING_REQUEST, tools=[other_tool]) or "").startswith("You said")
+    assert await reply(messages=hello, tools=[BOOK_TABLE_TOOL]) == "You said: hello."
+    assert (
+        await reply(messages=BOOKING_REQUEST, tools=[BOOK_TABLE_TOOL], tool_choice="none") or ""
+    ).startswith("You said")
+    assert fake.tool_calls == 0
+    # The trigger is the test's to choose.
+    fake.options.tool_call_when = r"\bhello\b"
+    assert await reply(messages=hello, tools=[BOOK_TABLE_TOOL]) == "call"
+    assert await reply(messages=BOOKING_REQUEST, tools=[BOOK_TABLE_TOOL]) != "call"
+    assert fake.tool_calls == 1
+
+
+def test_tool_call_command_line() -> None:
+    args = _parse_args(["--tool-call", *BOOKING, "--tool-call-when", "reserve"])
+    assert args.tool_call == BOOKING
+    assert args.tool_call_when == "reserve"
+    assert _parse_args([]).tool_call is None
+    with pytest.raises(SystemExit):
+        _parse_args(["--tool-call", "book_table", "{not json"])
+
+
+async def test_pipecat_llm_calls_the_registered_function(fake: FakeOpenAI) -> None:
+    from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+    from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+    from pipecat.frames.frames import FunctionCallsStartedFrame, LLMContextFrame
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.services.llm_service import FunctionCallParams
+    from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.tests.utils import run_test
+
+    fake.options.tool_call = BOOKING
+    llm = OpenAILLMService(
+        api_key="test-key",
+        base_url=fake.base_url,
+        settings=OpenAILLMService.Settings(model="gpt-4o-mini"),
+    )
+    called: list[dict[str, Any]] = []
+
+    async def book_table(params: FunctionCallParams) -> None:
+        called.append(dict(params.arguments))
+        await params.result_callback({"confirmation": "K7Q2ZP"})
+
+    llm.register_function("book_table", book_table)
+    schema = FunctionSchema(
+        name="book_table",
+        description="Book a table.",
+        properties={"name": {"type": "string"}},
+        required=["name"],
+    )
+    context = LLMContext(
+        messages=[{"role": "user", "content": "Book a table for two, please."}],
+        tools=ToolsSchema(standard_tools=[schema]),
+    )
+    down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context)])
+    assert called == [{"name": "Ann", "party_size": 2, "time": "7 pm"}]
+    (started,) = [f for f in down if isinstance(f, FunctionCallsStartedFrame)]
+    assert [c.function_name for c in started.function_calls] == ["book_table"]
+    (request,) = fake.chat_requests
+    assert request["tools"][0]["function"]["name"] == "book_table"

@@ -18,9 +18,9 @@ from aiortc import (
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from bots.config import BotConfig
-from bots.pipeline import gather_ahead
+from bots.connection import gather_ahead
 from bots.process import Bot
-from bots.protocol import Channel
+from bots.protocol import Assign, Channel, Heartbeat
 from media import certificates, interfaces
 from media.ice import IcePolicy, installed
 from tests.test_media_ice import LOOPBACK, candidates, free_ports, make_client
@@ -103,9 +103,9 @@ async def test_an_idle_bot_takes_its_first_message() -> None:
     with _idle_bot() as (bot, ours, theirs):
         bot._gathered_ahead = True
         channel, spawner = await Channel.open(ours), await Channel.open(theirs)
-        await spawner.send({"type": "assign", "req": 1})
+        await spawner.send(Assign(req=1, session_id="s1"))
         message = await asyncio.wait_for(bot._first_message(channel), 5)
-        assert message == {"type": "assign", "req": 1}
+        assert message == Assign(req=1, session_id="s1")
 
 
 async def test_an_idle_bot_exits_when_the_addresses_change_under_its_candidates(
@@ -124,7 +124,7 @@ async def test_an_idle_bot_exits_when_the_addresses_change_under_its_candidates(
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-        assert (await spawner.recv() or {}).get("type") == "heartbeat"
+        assert isinstance(await spawner.recv(), Heartbeat)
 
 
 async def test_a_bot_in_a_call_keeps_its_candidates_when_the_addresses_change(

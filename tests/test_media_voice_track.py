@@ -121,7 +121,7 @@ def test_a_reply_goes_out_at_once_and_the_silence_after_it_waits_the_lead_out() 
 
 async def test_pipecat_track_is_replaced_on_a_real_connection() -> None:
     caller = RTCPeerConnection()
-    bot = VoiceConnection(sample_rate=RATE)
+    bot = VoiceConnection()
     try:
         caller.addTransceiver("audio", direction="sendrecv")
         heard: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -12,7 +12,7 @@ from spawner import pool as pool_module
 from spawner.bot_handle import BotState
 from spawner.config import SpawnerConfig
 from spawner.limits import Limiter, LimitsConfig
-from spawner.pool import REFILL_DEFER, SLOT_LEASE, START_HOLD, Pool
+from spawner.pool import REFILL_DEFER, SLOT_LEASE, Pool
 from spawner.zygote import Zygote
 
 
@@ -117,51 +117,6 @@ class _AnsweredBot(_Bot):
 
     async def send(self, message: dict[str, object]) -> None:
         self.sent.append(message)
-
-
-async def test_answered_bot_starts_at_once_when_no_other_offer_is_answered() -> None:
-    pool = _pool(min_idle=0, max_bots=4)
-    bot = _AnsweredBot(1)
-    pool.start_after_answers(bot)  # type: ignore[arg-type]
-    await asyncio.gather(*pool._tasks)
-    assert bot.sent == [{"type": "start"}]
-
-
-async def test_answered_bot_starts_when_the_burst_is_answered() -> None:
-    pool = _pool(min_idle=0, max_bots=4)
-    first, second = _AnsweredBot(1), _AnsweredBot(2)
-    async with pool.answering(second):  # type: ignore[arg-type]
-        pool.start_after_answers(first)  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
-        assert first.sent == []  # held while the second offer is answered
-    pool.start_after_answers(second)  # type: ignore[arg-type]
-    await asyncio.gather(*pool._tasks)
-    assert first.sent == second.sent == [{"type": "start"}]
-
-
-async def test_answered_bot_is_held_no_longer_than_start_hold() -> None:
-    pool = _pool(min_idle=0, max_bots=4)
-    bot, slow = _AnsweredBot(1), _AnsweredBot(2)
-    async with pool.answering(slow):  # type: ignore[arg-type]
-        pool.start_after_answers(bot)  # type: ignore[arg-type]
-        await asyncio.sleep(START_HOLD + 0.05)
-        await asyncio.gather(*pool._tasks)
-        assert bot.sent == [{"type": "start"}]
-
-
-async def test_work_after_answers_waits_for_the_burst_but_not_for_long() -> None:
-    pool = _pool(min_idle=0, max_bots=4)
-    answering, slow = _AnsweredBot(1), _AnsweredBot(2)
-    async with pool.answering(answering):  # type: ignore[arg-type]
-        waiting = asyncio.create_task(pool.after_answers())
-        await asyncio.sleep(0.01)
-        assert not waiting.done()  # an offer is still being answered
-    await asyncio.wait_for(waiting, 1.0)  # returns as the last answer comes back
-
-    async with pool.answering(slow):  # type: ignore[arg-type]
-        started = time.monotonic()
-        await asyncio.wait_for(pool.after_answers(), START_HOLD + 1.0)
-        assert time.monotonic() - started >= START_HOLD * 0.9
 
 
 async def _answer(pool: Pool, bot: _AnsweredBot, order: list[str], hold: float) -> None:

@@ -6,9 +6,10 @@ deterministic so tests can assert on them.
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -23,11 +24,16 @@ __all__ = [
     "message_text",
     "token_usage",
     "tokens",
+    "tool_call_chunks",
+    "tool_call_completion",
+    "tool_result_text",
     "transcription_body",
 ]
 
 DEFAULT_TRANSCRIPT = "what is the weather like today"
 WEATHER_REPLY = "It is sunny and warm today."
+#: Characters of a function call's arguments per streamed chunk.
+TOOL_ARGUMENT_PIECE = 7
 
 
 class ApiError(Exception):
@@ -73,14 +79,35 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
+def tool_result_text(content: str) -> str:
+    """What a tool message's ``content`` says, in words a voice can speak.
+
+    pipecat sends a function's result JSON-encoded: a string result is unquoted, an object's
+    ``confirmation`` (the fake's own convention for a booking) is picked out, and anything
+    else is said as sent.
+    """
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return content
+    if isinstance(value, dict) and "confirmation" in value:
+        value = value["confirmation"]
+    return value if isinstance(value, str) else content
+
+
 def default_reply(messages: list[dict[str, Any]]) -> str:
     """The deterministic reply to a conversation.
 
-    A system (or developer) prompt asking to summarize gets ``"Summary: ..."`` quoting the
-    last user message's first line labelled ``Caller:`` or ``User:`` (else its first line); a
-    question about the weather gets
+    A conversation whose last message is a tool result gets ``"Your table is booked,
+    confirmation <result>."`` (see :func:`tool_result_text`), so a test can hear the result
+    spoken. A system (or developer) prompt asking to summarize gets ``"Summary: ..."`` quoting
+    the last user message's first line labelled ``Caller:`` or ``User:`` (else its first
+    line); a question about the weather gets
     ``"It is sunny and warm today."``; anything else is echoed back as ``"You said: ..."``.
     """
+    if messages and messages[-1].get("role") == "tool":
+        result = tool_result_text(message_text(messages[-1])).strip().rstrip(".")
+        return f"Your table is booked, confirmation {result}."
     system = " ".join(message_text(m) for m in messages if m.get("role") in ("system", "developer"))
     users = [message_text(m).strip() for m in messages if m.get("role") == "user"]
     last_user = next((text for text in reversed(users) if text), "")
@@ -179,11 +206,10 @@ def token_usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
-def chat_chunks(
-    completion_id: str, model: str, reply: str, usage: dict[str, Any] | None
-) -> Iterator[dict[str, Any]]:
-    """The ``chat.completion.chunk`` objects streaming ``reply``: a role chunk, one chunk per
-    token, a ``stop`` chunk, then (when ``usage`` is given) a usage chunk with no choices."""
+def _chunk_maker(
+    completion_id: str, model: str, *, with_usage: bool
+) -> Callable[[dict[str, Any], str | None], dict[str, Any]]:
+    """Builds the ``chat.completion.chunk`` objects of one streamed completion."""
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
@@ -197,11 +223,20 @@ def chat_chunks(
                 {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             ],
         }
-        if usage is not None:
+        if with_usage:
             # With include_usage the API sends "usage": null on every chunk but the last.
             data["usage"] = None
         return data
 
+    return chunk
+
+
+def chat_chunks(
+    completion_id: str, model: str, reply: str, usage: dict[str, Any] | None
+) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects streaming ``reply``: a role chunk, one chunk per
+    token, a ``stop`` chunk, then (when ``usage`` is given) a usage chunk with no choices."""
+    chunk = _chunk_maker(completion_id, model, with_usage=usage is not None)
     yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
     for token in tokens(reply):
         yield chunk({"content": token}, None)
@@ -210,6 +245,54 @@ def chat_chunks(
         last = chunk({}, None)
         last.update(choices=[], usage=usage)
         yield last
+
+
+def tool_call_chunks(
+    completion_id: str,
+    model: str,
+    call_id: str,
+    name: str,
+    arguments: str,
+    usage: dict[str, Any] | None,
+) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of a streamed function call, as OpenAI sends
+    them: the first delta carries the role and the call's ``index``, ``id``, ``type`` and
+    function ``name`` with empty ``arguments``; the arguments follow in small pieces under the
+    same ``index``; the last choice chunk has ``finish_reason`` ``tool_calls``; then (when
+    ``usage`` is given) a usage chunk with no choices."""
+    chunk = _chunk_maker(completion_id, model, with_usage=usage is not None)
+    head = {
+        "index": 0,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": ""},
+    }
+    yield chunk({"role": "assistant", "content": None, "tool_calls": [head]}, None)
+    # The API streams arguments a few characters at a time; clients must join the pieces.
+    for start in range(0, len(arguments), TOOL_ARGUMENT_PIECE):
+        piece = arguments[start : start + TOOL_ARGUMENT_PIECE]
+        yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None)
+    yield chunk({}, "tool_calls")
+    if usage is not None:
+        last = chunk({}, None)
+        last.update(choices=[], usage=usage)
+        yield last
+
+
+def tool_call_completion(
+    completion_id: str,
+    model: str,
+    call_id: str,
+    name: str,
+    arguments: str,
+    usage: dict[str, Any],
+) -> dict[str, Any]:
+    """A non-streamed ``chat.completion`` whose message is one function call."""
+    body = chat_completion(completion_id, model, "", usage)
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    body["choices"][0]["message"].update(content=None, tool_calls=[call])
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    return body
 
 
 def _subtitles(fmt: str, text: str, duration: float) -> str:

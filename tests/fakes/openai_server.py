@@ -9,6 +9,10 @@ use, so tests point the real clients at it with ``base_url``:
 - ``POST /v1/chat/completions`` answers a deterministic reply (see :func:`default_reply`),
   streamed as ``chat.completion.chunk`` server-sent events ending with ``data: [DONE]`` (plus a
   usage chunk when ``stream_options.include_usage`` is set), or as one ``chat.completion``.
+  With :attr:`FakeOpenAIOptions.tool_call` set, a request that declares that tool and whose
+  last message is the user's asking for it (``tool_call_when``) is answered with the function
+  call instead, in OpenAI's ``tool_calls`` format; the request after it, ending with the
+  ``tool`` message, is answered with text quoting the result.
 - ``POST /v1/audio/speech`` streams 24 kHz mono s16le speech (``pcm``) or a WAV file (``wav``).
 - Malformed requests get OpenAI's error JSON with status 400; unknown paths 404.
 - ``GET /_fake/requests`` reports what was received, for tests that run the fake as a process.
@@ -23,6 +27,7 @@ In a test::
 As a process (prints the base URL on stdout once it accepts connections)::
 
     python -m tests.fakes.openai_server --port 0 --first-token-delay 0.1
+    python -m tests.fakes.openai_server --tool-call book_table '{"name": "Ann"}'
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -55,6 +61,8 @@ from tests.fakes.openai_payloads import (
     message_text,
     token_usage,
     tokens,
+    tool_call_chunks,
+    tool_call_completion,
     transcription_body,
 )
 from tests.fakes.server import bind_socket, make_server, serve_asgi, start_serving
@@ -95,6 +103,12 @@ class FakeOpenAIOptions:
     speech_engine: SpeechEngine = "auto"
     #: When set, requests must carry ``Authorization: Bearer <api_key>`` (else 401).
     api_key: str | None = None
+    #: A function call to answer with, ``(name, arguments as JSON)``: given to a chat request
+    #: that declares a tool of that name (``tool_choice`` not ``"none"``) and whose last
+    #: message is the user's, matching ``tool_call_when``.
+    tool_call: tuple[str, str] | None = None
+    #: Regular expression searched (ignoring case) in that last user message.
+    tool_call_when: str = r"\bbook|\btable\b"
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,8 @@ class FakeOpenAI:
         self.chat_requests: list[dict[str, Any]] = []
         self.transcriptions: list[TranscriptionRequest] = []
         self.speech_requests: list[dict[str, Any]] = []
+        #: Chat requests answered with a function call rather than text.
+        self.tool_calls = 0
         self._base_url = ""
         self._ids = count(1)
         self.app = Starlette(
@@ -151,6 +167,7 @@ class FakeOpenAI:
         self.chat_requests.clear()
         self.transcriptions.clear()
         self.speech_requests.clear()
+        self.tool_calls = 0
 
     def _guard(
         self, handler: Callable[[Request], Awaitable[Response]]
@@ -196,6 +213,7 @@ class FakeOpenAI:
                 "chat_messages": self.chat_messages,
                 "speech_inputs": self.speech_inputs,
                 "transcriptions": len(self.transcriptions),
+                "tool_calls": self.tool_calls,
             }
         )
 
@@ -238,25 +256,65 @@ class FakeOpenAI:
                 raise ApiError(
                     400, f"Invalid message at index {i}: needs a 'role'.", param=f"messages.[{i}]"
                 )
+        tools = body.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            raise ApiError(400, "'tools' must be an array.", param="tools")
         self.chat_requests.append(body)
         options = self.options
-        reply = options.reply if options.reply is not None else default_reply(messages)
+        call = self._tool_call(body, messages)
+        if call is not None:
+            self.tool_calls += 1
+            answer = call[1]
+        else:
+            answer = options.reply if options.reply is not None else default_reply(messages)
         prompt_tokens = sum(len(tokens(message_text(m))) for m in messages)
-        usage = token_usage(prompt_tokens, len(tokens(reply)))
-        completion_id = f"chatcmpl-fake{next(self._ids)}"
+        usage = token_usage(prompt_tokens, len(tokens(answer)))
+        n = next(self._ids)
+        completion_id = f"chatcmpl-fake{n}"
+        call_id = f"call_fake{n}"
         if body.get("stream") is True:
             stream_options = body.get("stream_options") or {}
             include_usage = isinstance(stream_options, dict) and bool(
                 stream_options.get("include_usage")
             )
-            chunks = chat_chunks(completion_id, model, reply, usage if include_usage else None)
+            streamed_usage = usage if include_usage else None
+            if call is not None:
+                chunks = tool_call_chunks(
+                    completion_id, model, call_id, call[0], call[1], streamed_usage
+                )
+            else:
+                chunks = chat_chunks(completion_id, model, answer, streamed_usage)
             return StreamingResponse(
                 self._sse(chunks, options.first_token_delay, options.token_delay),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
         await asyncio.sleep(options.first_token_delay)
-        return JSONResponse(chat_completion(completion_id, model, reply, usage))
+        if call is not None:
+            return JSONResponse(
+                tool_call_completion(completion_id, model, call_id, call[0], call[1], usage)
+            )
+        return JSONResponse(chat_completion(completion_id, model, answer, usage))
+
+    def _tool_call(
+        self, body: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> tuple[str, str] | None:
+        """The configured function call, if this request is one to answer with it."""
+        call = self.options.tool_call
+        if call is None or body.get("tool_choice") == "none":
+            return None
+        declared = {
+            tool["function"].get("name")
+            for tool in body.get("tools") or []
+            if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+        }
+        last = messages[-1]
+        # Only a fresh user request: the turn after the tool's result is answered in words.
+        if call[0] not in declared or last.get("role") != "user":
+            return None
+        if not re.search(self.options.tool_call_when, message_text(last), re.IGNORECASE):
+            return None
+        return call
 
     async def _sse(
         self, chunks: Iterator[dict[str, Any]], first_delay: float, delay: float
@@ -352,11 +410,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default = getattr(defaults, option.name)
         if option.name == "speech_engine":
             parser.add_argument(flag, default=default, choices=["auto", "espeak", "tone"])
+        elif option.name == "tool_call":
+            parser.add_argument(flag, nargs=2, default=default, metavar=("NAME", "ARGS_JSON"))
         elif isinstance(default, float):
             parser.add_argument(flag, type=float, default=default, metavar="SECS")
         else:
             parser.add_argument(flag, default=default)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.tool_call is not None:
+        name, arguments = args.tool_call
+        try:
+            json.loads(arguments)
+        except ValueError:
+            parser.error(f"--tool-call: the arguments are not JSON: {arguments!r}")
+        args.tool_call = (name, arguments)
+    return args
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
