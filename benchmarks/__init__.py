@@ -1,12 +1,13 @@
-"""``voicebots bench``: voicebots against a bare aiortc echo server, measured in one run.
+"""``voicebots bench``: voicebots against pipecat's development runner running the same bot
+file, and against a bare aiortc echo server, measured in one run.
 
 Run it from a checkout (it reuses the test harness in ``tests/``)::
 
-    voicebots bench                 # the full run, ~10 minutes on 2 cores
+    voicebots bench                 # the full run, ~10-15 minutes on 2 cores
     voicebots bench --small         # what CI runs: tiny bursts, short windows
 
-See :mod:`benchmarks.runner` for what is measured and :mod:`benchmarks.overhead` for what
-the voice-to-voice overhead subtracts.
+See :mod:`benchmarks.runner` for what is measured, :mod:`benchmarks.overhead` for what the
+voice-to-voice overhead subtracts and docs/performance.md for the method and the latest table.
 """
 
 import sys

@@ -18,6 +18,9 @@ class BenchConfig:
     #: Simultaneous offers per burst, and how many bursts of each size are measured.
     bursts: tuple[int, ...] = (1, 8, 16)
     burst_rounds: tuple[int, ...] = (10, 5, 5)
+    #: Time to first word: calls placed at once, and how many bursts of each size.
+    ttfw_bursts: tuple[int, ...] = (1, 8)
+    ttfw_rounds: tuple[int, ...] = (6, 3)
     #: Fresh interpreters timed importing ``bots.preload`` (the refill reference).
     import_runs: int = 3
     #: Calls held open while CPU is sampled, and the sampling window.
@@ -28,7 +31,7 @@ class BenchConfig:
     #: Calls measured per level at least (low levels run several rounds).
     overhead_min_samples: int = 6
     overhead_p95_limit_ms: float = 100.0
-    #: The sweep stops starting new levels after this many seconds.
+    #: Each system's sweep stops starting new levels after this many seconds.
     overhead_budget_s: float = 240.0
     #: End of turn: VAD silence, then the turn strategy's extra silence (VOICEBOTS_TURN=vad).
     vad_stop_secs: float = 0.2
@@ -54,6 +57,8 @@ class BenchConfig:
             small=True,
             bursts=(1, 2),
             burst_rounds=(2, 1),
+            ttfw_bursts=(1, 2),
+            ttfw_rounds=(1, 1),
             import_runs=1,
             cpu_calls=1,
             cpu_window_s=3.0,
@@ -66,7 +71,9 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if len(self.bursts) != len(self.burst_rounds):
             raise ValueError("bursts and burst_rounds must have the same length")
-        if min(self.bursts) < 1 or min(self.overhead_levels) < 1:
+        if len(self.ttfw_bursts) != len(self.ttfw_rounds):
+            raise ValueError("ttfw_bursts and ttfw_rounds must have the same length")
+        if min(self.bursts) < 1 or min(self.overhead_levels) < 1 or min(self.ttfw_bursts) < 1:
             raise ValueError("bursts and overhead levels must be at least 1")
         if self.cpu_calls < 1 or self.cpu_window_s <= 0:
             raise ValueError("--cpu-calls and --cpu-window must be positive")
@@ -90,16 +97,21 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
     """``voicebots bench [--small] [--out DIR] [...]``."""
     parser = argparse.ArgumentParser(
         prog="voicebots bench",
-        description="Benchmark voicebots against a bare aiortc echo server on this machine.",
+        description=(
+            "Benchmark voicebots against pipecat's development runner (same bot file) and a "
+            "bare aiortc echo server, on this machine."
+        ),
     )
     parser.add_argument("--out", type=Path, default=BenchConfig.out_dir, help="output directory")
     parser.add_argument("--small", action="store_true", help="the quick CI run")
     parser.add_argument("--bursts", type=_sizes, help="burst sizes, e.g. 1,8,16")
     parser.add_argument("--burst-rounds", type=_sizes, help="bursts measured per size")
+    parser.add_argument("--ttfw-bursts", type=_sizes, help="time-to-first-word bursts, e.g. 1,8")
+    parser.add_argument("--ttfw-rounds", type=_sizes, help="TTFW bursts measured per size")
     parser.add_argument("--cpu-calls", type=int, help="calls held open for the CPU window")
     parser.add_argument("--cpu-window", type=float, help="CPU sampling window, seconds")
     parser.add_argument("--levels", type=_sizes, help="concurrency levels for the overhead")
-    parser.add_argument("--budget", type=float, help="seconds for the overhead sweep")
+    parser.add_argument("--budget", type=float, help="seconds for each system's overhead sweep")
     args = parser.parse_args(list(argv))
     config = BenchConfig.small_run(args.out) if args.small else BenchConfig(out_dir=args.out)
     overrides: dict[str, Any] = {}
@@ -110,6 +122,13 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
         )
     elif args.burst_rounds:
         overrides["burst_rounds"] = args.burst_rounds
+    if args.ttfw_bursts:
+        overrides["ttfw_bursts"] = args.ttfw_bursts
+        overrides["ttfw_rounds"] = args.ttfw_rounds or tuple(
+            config.ttfw_rounds[0] for _ in args.ttfw_bursts
+        )
+    elif args.ttfw_rounds:
+        overrides["ttfw_rounds"] = args.ttfw_rounds
     for name, value in (
         ("cpu_calls", args.cpu_calls),
         ("cpu_window_s", args.cpu_window),

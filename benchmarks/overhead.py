@@ -13,7 +13,9 @@ From that, every wait that is configured or injected is removed:
   ``VOICEBOTS_VAD_STOP_SECS`` rounded to Silero's 32 ms windows, plus the windows the model
   still scores as speech once the voice has ended (17 to 49 ms here, by where the speech ends
   in a window). A bot that reports no measurement is charged the configured value
-  (:attr:`Subtracted.vad_stop`); the overhead with the configured value subtracted instead is
+  (:attr:`Subtracted.vad_stop`), or the value given to :func:`run_level` (pipecat's runner,
+  which keeps no session record, is charged what voicebots' bots measured on the same
+  utterance with the same VAD); the overhead with the configured value subtracted instead is
   kept beside the other (``overhead_configured_vad_ms``);
 - ``turn_wait``: ``max(VOICEBOTS_TURN_STOP_SECS, transcription delay)`` — the ``vad`` turn
   strategy ends the turn when its timer (started at the VAD stop) has run *and* the segment's
@@ -139,14 +141,22 @@ class LoopLag:
             self.worst = max(self.worst, time.monotonic() - started - self._tick)
 
 
-def _sample(result: CallResult, subtracted: Subtracted) -> TurnSample | str:
+def _sample(
+    result: CallResult, subtracted: Subtracted, vad_stop_fallback: float | None = None
+) -> TurnSample | str:
     if result.first_audio_s is None:
         return f"no reply ({result.end_reason}, status {result.status or '?'})"
+    # A server without a session record (pipecat's runner) reports no turn: {} then.
     turns = (result.session.get("metrics") or {}).get("turns") or [{}]
     bot_turn = {k: float(v) for k, v in turns[0].items() if isinstance(v, int | float)}
     v2v = result.first_audio_s
     measured = bot_turn.get("vad_silence_ms")
-    vad_stop = subtracted.vad_stop if measured is None else measured / 1000
+    if measured is not None:
+        vad_stop = measured / 1000
+    elif vad_stop_fallback is not None:
+        vad_stop = vad_stop_fallback
+    else:
+        vad_stop = subtracted.vad_stop
     return TurnSample(
         voice_to_voice_ms=v2v * 1000,
         overhead_ms=(v2v - vad_stop - subtracted.after_vad) * 1000,
@@ -178,9 +188,18 @@ async def _delayed_call(options: CallOptions, delay: float) -> CallResult:
 
 
 async def run_level(
-    url: str, wav: Path, calls: int, subtracted: Subtracted, spread_s: float
+    url: str,
+    wav: Path,
+    calls: int,
+    subtracted: Subtracted,
+    spread_s: float,
+    vad_stop_fallback: float | None = None,
 ) -> LevelRound:
-    """``calls`` calls, their starts spread evenly over ``spread_s`` seconds, each asking once."""
+    """``calls`` calls, their starts spread evenly over ``spread_s`` seconds, each asking once.
+
+    A call whose server reports no VAD stop of its own is charged ``vad_stop_fallback``
+    seconds when given, else the configured :attr:`Subtracted.vad_stop`.
+    """
     options = CallOptions(url=url, wav=wav, max_seconds=20.0, reply_silence=0.3, session_wait=5.0)
     step = spread_s / calls
     async with LoopLag() as lag:
@@ -195,7 +214,7 @@ async def run_level(
         elif isinstance(result, BaseException):
             raise result
         else:
-            sample = _sample(result, subtracted)
+            sample = _sample(result, subtracted, vad_stop_fallback)
             if isinstance(sample, str):
                 failures.append(sample)
             else:

@@ -14,20 +14,22 @@ from matplotlib.axes import Axes
 
 __all__ = ["plot"]
 
-OURS, BARE = "tab:blue", "tab:gray"
+OURS, RUNNER, BARE = "tab:blue", "tab:orange", "tab:gray"
 
 
 def _offers(ax: Axes, results: dict[str, Any]) -> None:
     bursts = results["offer_answer"]["bursts"]
     xs = range(len(bursts))
-    width = 0.2
+    width = 0.14
     for offset, system, stat, color, alpha in (
-        (-1.5, "voicebots", "p50", OURS, 1.0),
-        (-0.5, "voicebots", "p99", OURS, 0.5),
-        (0.5, "bare_aiortc", "p50", BARE, 1.0),
-        (1.5, "bare_aiortc", "p99", BARE, 0.5),
+        (-2.5, "voicebots", "p50", OURS, 1.0),
+        (-1.5, "voicebots", "p99", OURS, 0.5),
+        (-0.5, "pipecat_runner", "p50", RUNNER, 1.0),
+        (0.5, "pipecat_runner", "p99", RUNNER, 0.5),
+        (1.5, "bare_aiortc", "p50", BARE, 1.0),
+        (2.5, "bare_aiortc", "p99", BARE, 0.5),
     ):
-        values = [b[system][stat] or 0.0 for b in bursts]
+        values = [(b.get(system) or {}).get(stat) or 0.0 for b in bursts]
         ax.bar(
             [x + offset * width for x in xs],
             values,
@@ -67,6 +69,8 @@ def _resources(ax: Axes, results: dict[str, Any]) -> None:
         cpu["voicebots"]["per_call_pct"],
     ]
     ax.bar(labels, [v or 0.0 for v in values], color=OURS)
+    runner = (cpu.get("pipecat_runner") or {}).get("per_call_pct") or 0.0
+    ax.bar(["CPU/call\nrunner (%)"], [runner], color=RUNNER)
     ax.bar(["CPU/call\nbare (%)"], [cpu["bare_aiortc"]["per_call_pct"] or 0.0], color=BARE)
     ax.set_title("Idle bot memory, CPU per active call")
     ax.tick_params(axis="x", labelsize=7)
@@ -77,7 +81,23 @@ def _overhead(ax: Axes, results: dict[str, Any]) -> None:
     levels = overhead["levels"]
     calls = [level["calls"] for level in levels]
     for stat, style in (("p50", "o-"), ("p95", "s--")):
-        ax.plot(calls, [lv["overhead_ms"][stat] for lv in levels], style, label=stat, color=OURS)
+        ax.plot(
+            calls,
+            [lv["overhead_ms"][stat] for lv in levels],
+            style,
+            label=f"voicebots {stat}",
+            color=OURS,
+        )
+    runner_levels = (results.get("overhead_runner") or {}).get("levels") or []
+    for stat, style in (("p50", "o-"), ("p95", "s--")):
+        ax.plot(
+            [lv["calls"] for lv in runner_levels],
+            [lv["overhead_ms"][stat] for lv in runner_levels],
+            style,
+            label=f"pipecat runner {stat}",
+            color=RUNNER,
+        )
+    calls = sorted({*calls, *(lv["calls"] for lv in runner_levels)})
     ax.axhline(overhead["limit_ms"], color="tab:red", linestyle="--", linewidth=1, label="limit")
     ax.set_ylim(bottom=0)  # the limit line stays in view when every level is above it
     ax.set_xticks(calls)

@@ -1,26 +1,31 @@
 """Runs every measurement in one go and writes the report.
 
-Order (both systems are up throughout, so each comparison sees the same machine):
+Three systems: voicebots, pipecat's development runner running the same bot file, and the
+bare aiortc echo (:mod:`benchmarks.systems`). Order:
 
 1. speech WAVs (espeak-ng), and the refill reference: fresh interpreters importing
    ``bots.preload``;
-2. idle warm bots' memory, once the pool has settled;
-3. offer → answer bursts, alternating voicebots and the bare echo round by round; after each
-   voicebots burst, the spawn → ready time of the bots that refill the pool;
-4. CPU per call, voicebots then the bare echo;
-5. voice-to-voice overhead at rising concurrency, on voicebots.
+2. time to first word (:mod:`benchmarks.first_word`): voicebots and the runner started with
+   the greeting on, bursts alternating; then they stop;
+3. voicebots, the runner and the bare echo start without a greeting, and stay up throughout,
+   so each comparison below sees the same machine;
+4. idle warm bots' memory, once the pool has settled;
+5. offer → answer bursts, alternating voicebots, the runner and the bare echo round by round;
+   after each voicebots burst, the spawn → ready time of the bots that refill the pool;
+6. CPU per call: voicebots' bots, the runner's process, the bare echo's process;
+7. voice-to-voice overhead at rising concurrency (:mod:`benchmarks.sweep`), on voicebots and
+   then on the runner.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,19 +36,18 @@ import httpx
 from benchmarks import report
 from benchmarks.config import BenchConfig, parse_args
 from benchmarks.cpu import measure_cpu
+from benchmarks.first_word import first_words
+from benchmarks.heap import settle_heap
 from benchmarks.offers import run_burst
-from benchmarks.overhead import LevelRound, Subtracted, TurnSample, run_level
 from benchmarks.procfs import cpu_seconds, memory, parent_pid
 from benchmarks.progress import Progress
 from benchmarks.speech import continuous_wav, utterance_wav
 from benchmarks.stats import percentile, ratio, summarize
+from benchmarks.sweep import SweepTarget, overhead_sweep
 from benchmarks.systems import Systems, Voicebots, run_systems
 from tests.system import ROOT
 
 __all__ = ["main", "run"]
-
-#: Saturated: stop the overhead sweep rather than step further up.
-_SATURATED_FACTOR = 5.0
 
 
 def machine() -> dict[str, Any]:
@@ -108,19 +112,21 @@ async def refill(vb: Voicebots, http: httpx.AsyncClient, idle: int) -> list[tupl
 async def offer_bursts(
     config: BenchConfig, systems: Systems, http: httpx.AsyncClient, progress: Progress
 ) -> tuple[list[dict[str, Any]], dict[int, list[tuple[float, float]]]]:
-    vb, echo = systems.voicebots, systems.echo
-    for target in (vb, echo):  # warm-up: connections, first-use code paths; not recorded
-        await run_burst(target.url, 1, http)
+    """Each round: a burst at voicebots, then at pipecat's runner, then at the bare echo."""
+    vb, runner, echo = systems.voicebots, systems.runner, systems.echo
+    targets = ((vb.name, vb.url), (runner.name, runner.url), (echo.name, echo.url))
+    for _name, url in targets:  # warm-up: connections, first-use code paths; not recorded
+        await run_burst(url, 1, http)
     await refill(vb, http, config.warm_bots)
     bursts: list[dict[str, Any]] = []
     refills: dict[int, list[tuple[float, float]]] = {}
     for size, rounds in zip(config.bursts, config.burst_rounds, strict=True):
-        answers: dict[str, list[float]] = {vb.name: [], echo.name: []}
-        failures = {vb.name: 0, echo.name: 0}
-        unconnected = {vb.name: 0, echo.name: 0}
+        answers: dict[str, list[float]] = {name: [] for name, _ in targets}
+        failures = {name: 0 for name, _ in targets}
+        unconnected = {name: 0 for name, _ in targets}
         refills[size] = []
         for round_no in range(1, rounds + 1):
-            for name, url in ((vb.name, vb.url), (echo.name, echo.url)):
+            for name, url in targets:
                 result = await run_burst(url, size, http)
                 answers[name].extend(result.answers_ms)
                 failures[name] += len(result.failures)
@@ -128,20 +134,25 @@ async def offer_bursts(
                 if name == vb.name:
                     refills[size].extend(await refill(vb, http, config.warm_bots))
                 await asyncio.sleep(config.settle_s)
-                _settle_heap()
+                settle_heap()
             progress.say(
                 f"burst {size:>2} round {round_no}/{rounds}: p50 "
                 f"voicebots {percentile(answers[vb.name], 50):.1f} ms, "
+                f"pipecat runner {percentile(answers[runner.name], 50):.1f} ms, "
                 f"bare {percentile(answers[echo.name], 50):.1f} ms"
             )
-        ours, bare = summarize(answers[vb.name]), summarize(answers[echo.name])
+        ours, theirs = summarize(answers[vb.name]), summarize(answers[runner.name])
+        bare = summarize(answers[echo.name])
         bursts.append(
             {
                 "size": size,
                 vb.name: ours.to_json(),
+                runner.name: theirs.to_json(),
                 echo.name: bare.to_json(),
                 "ratio_p50": ratio(ours.p50, bare.p50),
                 "ratio_p99": ratio(ours.p99, bare.p99),
+                "ratio_runner_p50": ratio(ours.p50, theirs.p50),
+                "ratio_runner_p99": ratio(ours.p99, theirs.p99),
                 "failures": failures,
                 "not_connected": unconnected,
             }
@@ -171,14 +182,18 @@ def refill_report(
 async def cpu_per_call(
     config: BenchConfig, systems: Systems, http: httpx.AsyncClient, wav: Path, progress: Progress
 ) -> dict[str, Any]:
-    vb, echo = systems.voicebots, systems.echo
+    """voicebots' bots, then pipecat's runner process, then the bare echo process."""
+    vb, runner, echo = systems.voicebots, systems.runner, systems.echo
     await vb.wait_warm(http, config.warm_bots)
 
     async def bot_pids(sessions: set[str]) -> list[int]:
         return await vb.call_pids(http, sessions)
 
-    async def echo_pid(_sessions: set[str]) -> list[int]:
-        return [echo.pid]
+    def one_process(pid: int) -> Callable[[set[str]], Awaitable[list[int]]]:
+        async def pids(_sessions: set[str]) -> list[int]:
+            return [pid]
+
+        return pids
 
     infra = [p.pid for p in vb.system.processes.values()]
     ours = await measure_cpu(
@@ -187,119 +202,66 @@ async def cpu_per_call(
     progress.say(f"voicebots: {ours.per_call_pct:.1f} % of a core per call")
     await refill(vb, http, config.warm_bots)
     await asyncio.sleep(config.settle_s)
-    bare = await measure_cpu(echo.url, wav, config.cpu_calls, config.cpu_window_s, echo_pid)
+    theirs = await measure_cpu(
+        runner.url, wav, config.cpu_calls, config.cpu_window_s, one_process(runner.pid)
+    )
+    progress.say(f"pipecat runner: {theirs.per_call_pct:.1f} % of a core per call")
+    await asyncio.sleep(config.settle_s)
+    bare = await measure_cpu(
+        echo.url, wav, config.cpu_calls, config.cpu_window_s, one_process(echo.pid)
+    )
     progress.say(f"bare aiortc: {bare.per_call_pct:.1f} % of a core per call")
     return {
         vb.name: ours.to_json(),
+        runner.name: theirs.to_json(),
         echo.name: bare.to_json(),
         "ratio": ratio(ours.per_call_pct, bare.per_call_pct),
+        "ratio_runner": ratio(ours.per_call_pct, theirs.per_call_pct),
     }
 
 
-def _level_report(calls: int, rounds: Sequence[LevelRound], limit_ms: float) -> dict[str, Any]:
-    samples: list[TurnSample] = [s for r in rounds for s in r.samples]
-    failures = [f for r in rounds for f in r.failures]
-    overhead = summarize([s.overhead_ms for s in samples])
-    milestones = sorted({k for s in samples for k in s.bot_turn if k.endswith("_ms")})
-    return {
-        "calls": calls,
-        "rounds": len(rounds),
-        "failures": len(failures),
-        "failure_reasons": sorted(set(failures))[:5],
-        "overhead_ms": overhead.to_json(),
-        "overhead_configured_vad_ms": summarize(
-            [s.overhead_configured_vad_ms for s in samples]
-        ).to_json(),
-        "vad_stop_ms": summarize([s.vad_stop_ms for s in samples]).to_json(),
-        "voice_to_voice_ms": summarize([s.voice_to_voice_ms for s in samples]).to_json(),
-        "bot_turn_p50_ms": {
-            k: round(percentile([s.bot_turn[k] for s in samples if k in s.bot_turn], 50), 1)
-            for k in milestones
-        },
-        "overhead_split_p50_ms": {
-            part: round(percentile([split[part] for split in splits], 50), 1)
-            for part in ("in_ms", "bot_ms", "out_ms")
-        }
-        if (splits := [s.split for s in samples if s.split is not None])
-        else {},
-        "caller_loop_lag_ms": round(max((r.loop_lag_ms for r in rounds), default=0.0), 1),
-        "ok": bool(samples) and not failures and overhead.p95 < limit_ms,
-    }
-
-
-async def overhead_sweep(
+async def overhead_sweeps(
     config: BenchConfig,
-    vb: Voicebots,
+    systems: Systems,
     http: httpx.AsyncClient,
     wav: Path,
     speech_s: float,
     progress: Progress,
-) -> dict[str, Any]:
-    subtracted = Subtracted.of(
-        vad_stop_secs=config.vad_stop_secs,
-        turn_stop_secs=config.turn_stop_secs,
-        transcription_delay=config.transcription_delay,
-        first_token_delay=config.first_token_delay,
-        speech_first_byte_delay=config.speech_first_byte_delay,
-    )
-    limit = config.overhead_p95_limit_ms
-    started = time.monotonic()
-    levels: list[dict[str, Any]] = []
-    best, prefix_ok = 0, True
-    for calls in config.overhead_levels:
-        if time.monotonic() - started > config.overhead_budget_s or calls > config.warm_bots:
-            break
-        attempts = 2 if prefix_ok else 1  # a failing level is measured again: noisy machine
-        for _attempt in range(attempts):
-            rounds = []
-            for _ in range(max(1, math.ceil(config.overhead_min_samples / calls))):
-                await vb.wait_warm(http, config.warm_bots)
-                await asyncio.sleep(config.settle_s)
-                _settle_heap()
-                rounds.append(await run_level(vb.url, wav, calls, subtracted, speech_s))
-            level = _level_report(calls, rounds, limit)
-            if level["ok"]:
-                break
-        levels.append(level)
-        p95 = level["overhead_ms"]["p95"]
-        progress.say(
-            f"{calls:>2} calls: overhead p50 {level['overhead_ms']['p50']:.0f} ms, "
-            f"p95 {p95:.0f} ms{'' if level['ok'] else ' (over the limit)'}"
-        )
-        prefix_ok = prefix_ok and level["ok"]
-        if prefix_ok:
-            best = calls
-        if level["failures"] or not p95 < _SATURATED_FACTOR * limit:
-            break
-    first = levels[0]["overhead_ms"] if levels else summarize([]).to_json()
-    # Capacity apart from the fixed part of the overhead: how far concurrency goes before
-    # p95 grows more than the limit above what one call alone sees.
-    headroom = 0
-    for level in levels:
-        if level["failures"] or not level["overhead_ms"]["p95"] <= first["p50"] + limit:
-            break
-        headroom = level["calls"]
-    return {
-        "subtracted": subtracted.to_json(),
-        "limit_ms": limit,
-        "p50_ms": first["p50"],
-        "p95_ms": first["p95"],
-        "max_calls_p95_under_limit": best,
-        "max_calls_p95_within_limit_of_1_call": headroom,
-        "levels": levels,
-    }
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sweep on voicebots, then on pipecat's runner.
 
-
-def _settle_heap() -> None:
-    """Collect, then move what this process holds out of the collector's reach.
-
-    The callers share this process with everything the benchmark imported (aiortc, httpx,
-    pipecat's audio helpers): a full collection of that heap took 30 to 100 ms here, and one
-    falling inside a measured turn would stall the callers' clock, not the bots. Called
-    before each stage and each measured round, as the bots' zygote does after its preload.
+    The runner keeps no session record, so its calls are charged the VAD stop voicebots'
+    bots measured (p50, the same bot file and VAD on the same utterance) — else the
+    configured one: both systems then have the same waits subtracted.
     """
-    gc.collect()
-    gc.freeze()
+    vb, runner = systems.voicebots, systems.runner
+
+    async def pool_warm() -> None:
+        await vb.wait_warm(http, config.warm_bots)
+
+    ours = await overhead_sweep(
+        config, SweepTarget(vb.name, vb.url, pool_warm), wav, speech_s, progress
+    )
+    measured = ours["levels"][0]["vad_stop_ms"]["p50"] if ours["levels"] else math.nan
+    fallback = None if math.isnan(measured) else measured / 1000
+    theirs = await overhead_sweep(
+        config,
+        SweepTarget(runner.name, runner.url, vad_stop_fallback=fallback),
+        wav,
+        speech_s,
+        progress,
+    )
+    return ours, theirs
+
+
+def concurrency(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    mine, other = ours["max_calls_p95_under_limit"], theirs["max_calls_p95_under_limit"]
+    return {
+        "limit_ms": ours["limit_ms"],
+        "voicebots": mine,
+        "pipecat_runner": other,
+        "ratio_runner": ratio(float(mine), float(other)),
+    }
 
 
 async def run(config: BenchConfig, progress: Progress) -> dict[str, Any]:
@@ -312,35 +274,45 @@ async def run(config: BenchConfig, progress: Progress) -> dict[str, Any]:
     continuous_wav(continuous, config.cpu_window_s + 15.0)
     imports = fresh_import_ms(config.import_runs)
     progress.say(f"fresh interpreter importing bots.preload: {percentile(imports, 50):.0f} ms")
-    results: dict[str, Any] = {"schema": 1, "machine": machine(), "config": config.to_json()}
-    progress.say(f"starting voicebots ({config.warm_bots} warm bots) and the bare echo server")
+    results: dict[str, Any] = {"schema": 2, "machine": machine(), "config": config.to_json()}
+    progress.begin("ttfw")
+    progress.say("starting voicebots and pipecat's runner with the greeting on")
+    settle_heap()
+    results["first_word"] = await first_words(config, work, progress)
+    progress.begin("setup")
+    progress.say(
+        f"starting voicebots ({config.warm_bots} warm bots), pipecat's runner and the bare "
+        "echo server"
+    )
     with run_systems(config) as systems:
         vb = systems.voicebots
         results["logs"] = str(vb.system.logs)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(limits=limits, timeout=30) as http:
             progress.begin("memory")
-            _settle_heap()
+            settle_heap()
             await vb.wait_warm(http, config.warm_bots)
             await asyncio.sleep(2.0)  # let lazy first allocations and page faults settle
             results["idle_bot"] = await idle_memory(vb, http)
             results["limits"] = (await vb.status(http))["pool"]["limits"]
             progress.say(f"idle bot PSS p50 {results['idle_bot']['pss_mb']['p50']} MB")
             progress.begin("offers")
-            _settle_heap()
+            settle_heap()
             bursts, refills = await offer_bursts(config, systems, http, progress)
             results["offer_answer"] = {"bursts": bursts}
             results["refill"] = refill_report(imports, refills)
             progress.begin("cpu")
-            _settle_heap()
+            settle_heap()
             results["cpu_per_call"] = await cpu_per_call(
                 config, systems, http, continuous, progress
             )
             progress.begin("overhead")
-            _settle_heap()
-            results["overhead"] = await overhead_sweep(
-                config, vb, http, utterance, speech_s, progress
+            settle_heap()
+            ours, theirs = await overhead_sweeps(
+                config, systems, http, utterance, speech_s, progress
             )
+            results["overhead"], results["overhead_runner"] = ours, theirs
+            results["concurrency"] = concurrency(ours, theirs)
     results["targets"] = report.targets(results)
     return results
 

@@ -1,8 +1,10 @@
-"""The two systems under test, as real processes on loopback.
+"""The three systems under test, as real processes on loopback.
 
 - **voicebots**: a private redis-server, the spawner and signaling (started by the test harness
   in :mod:`tests.system`), and the fake OpenAI-compatible server in its own process with fixed
   injected delays; every provider is ``openai`` pointed at the fake.
+- **pipecat runner**: the same bot file on pipecat's development runner
+  (:mod:`benchmarks.pipecat_runner`), with the bots' environment and the same fake.
 - **bare aiortc**: :mod:`benchmarks.echo_server` in its own process.
 """
 
@@ -19,13 +21,16 @@ from typing import Any
 import httpx
 
 from benchmarks.config import BenchConfig
+from benchmarks.pipecat_runner import PipecatRunner, run_pipecat_runner
 from tests.system import System, run_fake_openai_process, run_redis, run_system, run_url_process
 
-__all__ = ["BareEcho", "Systems", "Voicebots", "run_systems"]
+__all__ = ["GREETING", "BareEcho", "Systems", "Voicebots", "run_systems"]
 
 #: What the fake transcribes every segment as, and the LLM's fixed (short) reply.
 TRANSCRIPT = "what time is it in london right now"
 REPLY = "Sure."
+#: What both bots say on connect while time to first word is measured (the agent's default).
+GREETING = "Hello! I am listening."
 
 
 @dataclass
@@ -83,18 +88,27 @@ class BareEcho:
 @dataclass
 class Systems:
     voicebots: Voicebots
+    runner: PipecatRunner
     echo: BareEcho
     fake_openai_url: str
 
 
-def voicebots_env(config: BenchConfig, fake_openai_url: str) -> dict[str, str]:
+def bot_env(config: BenchConfig, fake_openai_url: str, greeting: str = "") -> dict[str, str]:
+    """What the bot file reads: the same for voicebots' bots and for pipecat's runner."""
     return {
         "OPENAI_BASE_URL": fake_openai_url,
         "OPENAI_API_KEY": "sk-bench",
-        "VOICEBOTS_GREETING": "",  # the first bot audio after the question is the reply
+        # Empty for the overhead: the first bot audio after the question is the reply.
+        "VOICEBOTS_GREETING": greeting,
         "VOICEBOTS_TURN": "vad",
         "VOICEBOTS_VAD_STOP_SECS": str(config.vad_stop_secs),
         "VOICEBOTS_TURN_STOP_SECS": str(config.turn_stop_secs),
+    }
+
+
+def voicebots_env(config: BenchConfig, fake_openai_url: str, greeting: str = "") -> dict[str, str]:
+    return {
+        **bot_env(config, fake_openai_url, greeting),
         # One loopback client makes every request of the run: per-client limits do not apply.
         "VOICEBOTS_RATE_LIMIT": "0",
     }
@@ -125,19 +139,29 @@ def run_echo() -> Iterator[BareEcho]:
 
 
 @contextmanager
-def run_systems(config: BenchConfig) -> Iterator[Systems]:
-    """Both systems, up at once (so every comparison shares the machine's state)."""
+def run_systems(
+    config: BenchConfig, *, greeting: str = "", warm_bots: int | None = None
+) -> Iterator[Systems]:
+    """The three systems, up at once (so every comparison shares the machine's state).
+
+    ``greeting`` is what both bots say on connect; ``warm_bots`` the voicebots pool's idle
+    bots (``config.warm_bots`` by default).
+    """
+    warm = warm_bots or config.warm_bots
     with ExitStack() as stack:
         redis_server = stack.enter_context(run_redis())
         fake_url = stack.enter_context(run_fake_openai_process(*fake_openai_args(config)))
         system = stack.enter_context(
             run_system(
                 redis_server,
-                voicebots_env(config, fake_url),
-                min_idle=config.warm_bots,
+                voicebots_env(config, fake_url, greeting),
+                min_idle=warm,
                 # Room for a full burst in calls while the pool refills behind it.
-                max_bots=2 * config.warm_bots,
+                max_bots=2 * warm,
             )
         )
+        runner = stack.enter_context(
+            run_pipecat_runner(bot_env(config, fake_url, greeting), system.logs)
+        )
         echo = stack.enter_context(run_echo())
-        yield Systems(Voicebots(system), echo, fake_url)
+        yield Systems(Voicebots(system), runner, echo, fake_url)

@@ -13,7 +13,7 @@ path:
   throwaway peer connection, which copies the pages the real answer will touch.
 
 Both rehearse the answer of a peer that gathered its candidates ahead of the offer
-(:func:`bots.pipeline.gather_ahead`) when the call's does: an answer whose path the rehearsal
+(:func:`bots.connection.gather_ahead`) when the call's does: an answer whose path the rehearsal
 did not take touched ~100 pages afresh instead of ~30, and cost more than it saved.
 
 No peer connection ever connects: the offer is never answered back, and each rehearsal

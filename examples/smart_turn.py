@@ -159,7 +159,8 @@ async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> Non
         await worker.cancel()
 
     runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
-    await runner.run(worker)
+    await runner.add_workers(worker)
+    await runner.run()
 
 
 async def bot(runner_args: RunnerArguments) -> None:

@@ -6,11 +6,10 @@ change that, so this module gives aioice's ``Connection`` a subclass whose host 
 follow an :class:`IcePolicy` — bound inside ``VOICEBOTS_UDP_PORTS``, only on
 ``VOICEBOTS_BIND_HOST``'s address when it is set, and advertising ``VOICEBOTS_PUBLIC_IP``
 instead of the private address — and :func:`install` makes aiortc build its ICE connections
-from that subclass. STUN and TURN candidates, connectivity checks and consent stay aioice's,
-except that a bot can hold its own checks for a while after its answer (:func:`hold_checks`).
+from that subclass. STUN and TURN candidates, connectivity checks and consent stay aioice's.
 
 Installation is per process, like logging configuration: a bot owns exactly one peer
-connection, and :func:`bots.pipeline.prepare_call` installs the bot's policy before creating
+connection, and :func:`bots.connection.prepare_connection` installs the bot's policy before creating
 it. The advertised address is written into the candidate objects themselves, so the SDP
 answer, its ``c=`` line and any later renegotiation carry it with no SDP rewriting, while the
 socket stays bound to the private address the NAT forwards to.
@@ -40,15 +39,12 @@ from media.config import MediaConfig
 from media.ports import NoFreePort, PortRange, bind_udp
 
 __all__ = [
-    "HoldableConnection",
     "IcePolicy",
     "NoFreePort",
     "TimedTurnServer",
-    "hold_checks",
     "install",
     "installed",
     "peer_ice_servers",
-    "release_checks",
     "uninstall",
 ]
 
@@ -86,46 +82,7 @@ class IcePolicy:
         return address
 
 
-@dataclass
-class _Hold:
-    held: bool = False
-
-
-_hold = _Hold()
-
-
-def hold_checks() -> None:
-    """Until :func:`release_checks`, the controlled ICE connections of this process (those of
-    an answerer) start no connectivity check of their own. They still answer the controlling
-    peer's checks, each with its triggered check (RFC 8445 section 7.3.1.4), and take its
-    nomination, so a caller that checks connects as soon.
-
-    Answers first: a bot that has sent its answer would otherwise check its caller's candidates
-    at once, one check every 20 ms, while the other offers of a burst are still being answered,
-    and its caller, who has no answer yet, would spend CPU answering them (README, "A burst,
-    lighter").
-    """
-    _hold.held = True
-
-
-def release_checks() -> None:
-    """The held checks start (see :func:`hold_checks`)."""
-    _hold.held = False
-
-
-class HoldableConnection(aioice.Connection):
-    """aioice's ``Connection``; a controlled one's own checks wait while :func:`hold_checks`
-    is in force."""
-
-    def _check_periodic(self) -> bool:
-        # connect() calls this every 20 ms to start the next check, for as long as it returns
-        # True: held, it starts none and keeps the pace, unless the check list is over.
-        if _hold.held and not self.ice_controlling and not self._check_list_done:
-            return True
-        return bool(super()._check_periodic())
-
-
-class PolicyConnection(HoldableConnection):
+class PolicyConnection(aioice.Connection):
     """An ``aioice.Connection`` whose host candidates follow an :class:`IcePolicy`."""
 
     def __init__(self, *args: Any, ice_policy: IcePolicy, **kwargs: Any) -> None:
@@ -213,10 +170,10 @@ class PolicyConnection(HoldableConnection):
 
 def install(policy: IcePolicy) -> None:
     """Make every ICE connection aiortc creates from now on, in this process, follow
-    ``policy`` (the default policy gathers as aioice does) and hold its checks when asked."""
+    ``policy`` (the default policy gathers as aioice does)."""
     _check_aioice()
     if policy.is_default:
-        setattr(aiortc.rtcicetransport, "Connection", HoldableConnection)  # noqa: B010
+        setattr(aiortc.rtcicetransport, "Connection", aioice.Connection)  # noqa: B010
         return
     # aiortc's RTCIceGatherer looks this name up each time it creates a connection.
     connection = functools.partial(PolicyConnection, ice_policy=policy)
@@ -224,20 +181,12 @@ def install(policy: IcePolicy) -> None:
 
 
 def _check_aioice() -> None:
-    # PolicyConnection registers its sockets in aioice's private list of them, and
-    # HoldableConnection paces checks through a private method; should a new aioice change
-    # either, calls would silently fail ICE or never be held. Fail at start-up instead.
+    # PolicyConnection registers its sockets in aioice's private list of them; should a new
+    # aioice change it, calls would silently fail ICE. Fail at start-up instead.
     probe = aioice.Connection(ice_controlling=False)
     if not isinstance(getattr(probe, "_protocols", None), list):
         raise RuntimeError(
             f"aioice {aioice.__version__} keeps no Connection._protocols list; "
-            "media/ice.py must be updated for it"
-        )
-    if not callable(getattr(probe, "_check_periodic", None)) or not isinstance(
-        getattr(probe, "_check_list_done", None), bool
-    ):
-        raise RuntimeError(
-            f"aioice {aioice.__version__} paces its checks differently; "
             "media/ice.py must be updated for it"
         )
 

@@ -90,7 +90,11 @@ def build_control_app(calls: CallManager, pool: Pool, metrics: SpawnerMetrics) -
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
-        session = await calls.start_session(body.get("request_data"), owner=_owner(body))
+        with tracer.start_as_current_span(
+            "start", context=extract(request.headers), kind=trace.SpanKind.SERVER
+        ) as span:
+            session = await calls.start_session(body.get("request_data"), owner=_owner(body))
+            span.set_attribute("voicebots.session_id", session.session_id)
         return JSONResponse({"session_id": session.session_id}, status_code=201)
 
     @_guard

@@ -1,7 +1,8 @@
 """``voicebots bench --small`` runs end to end and reports every metric.
 
 No timing is asserted (CI machines vary); the point is that the benchmark cannot rot: every
-number is present, of the right type and plausible, and the plot is written.
+number is present, of the right type and plausible — for voicebots, for pipecat's development
+runner running the same bot file, and for the bare aiortc floor — and the plot is written.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from benchmarks.stats import percentile, summarize
 from tests.system import ROOT
 
 SUMMARY_KEYS = {"n", "p50", "p95", "p99", "mean", "min", "max"}
+SYSTEMS = ("voicebots", "pipecat_runner", "bare_aiortc")
 
 
 def _positive_summary(summary: dict[str, Any], what: str) -> None:
@@ -51,16 +53,30 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
     return json.loads((out / "bench.json").read_text()), out, run.stdout + run.stderr
 
 
+def test_time_to_first_word(bench: tuple[dict[str, Any], Path, str]) -> None:
+    first_word = bench[0]["first_word"]
+    assert first_word["greeting"] and first_word["subtracted_ms"] == pytest.approx(100)
+    bursts = first_word["bursts"]
+    assert [b["size"] for b in bursts] == [1, 2]
+    for burst in bursts:
+        for system in ("voicebots", "pipecat_runner"):
+            _positive_summary(burst[system], f"ttfw {burst['size']} {system}")
+            assert burst["failures"][system] == 0, burst["failure_reasons"]
+        assert burst["voicebots"]["n"] == burst["size"]  # one round of each size
+        _positive(burst["ratio_runner_p50"], "ratio_runner_p50")
+
+
 def test_offer_answer_for_each_burst(bench: tuple[dict[str, Any], Path, str]) -> None:
     results = bench[0]
     bursts = results["offer_answer"]["bursts"]
     assert [b["size"] for b in bursts] == [1, 2]
     for burst in bursts:
-        for system in ("voicebots", "bare_aiortc"):
+        for system in SYSTEMS:
             _positive_summary(burst[system], f"burst {burst['size']} {system}")
             assert burst["failures"][system] == 0
-        _positive(burst["ratio_p50"], "ratio_p50")
-        _positive(burst["ratio_p99"], "ratio_p99")
+            assert burst["not_connected"][system] == 0
+        for key in ("ratio_p50", "ratio_p99", "ratio_runner_p50", "ratio_runner_p99"):
+            _positive(burst[key], key)
 
 
 def test_refill_memory_and_cpu(bench: tuple[dict[str, Any], Path, str]) -> None:
@@ -77,10 +93,12 @@ def test_refill_memory_and_cpu(bench: tuple[dict[str, Any], Path, str]) -> None:
     assert idle["pss_mb"]["p50"] <= idle["rss_mb"]["p50"]
     _positive(idle["zygote_rss_mb"], "zygote_rss_mb")
     cpu = results["cpu_per_call"]
-    for system in ("voicebots", "bare_aiortc"):
+    for system in SYSTEMS:
         _positive(cpu[system]["per_call_pct"], f"{system} CPU")
         assert cpu[system]["calls"] == 1 and cpu[system]["pids"] >= 1
+    assert cpu["pipecat_runner"]["pids"] == 1  # the runner's one process serves every call
     _positive(cpu["ratio"], "cpu ratio")
+    _positive(cpu["ratio_runner"], "cpu ratio to the runner")
 
 
 def test_overhead_sweep(bench: tuple[dict[str, Any], Path, str]) -> None:
@@ -111,10 +129,36 @@ def test_overhead_sweep(bench: tuple[dict[str, Any], Path, str]) -> None:
     assert isinstance(overhead["max_calls_p95_within_limit_of_1_call"], int)
 
 
+def test_overhead_sweep_against_the_runner(bench: tuple[dict[str, Any], Path, str]) -> None:
+    results = bench[0]
+    ours, theirs = results["overhead"], results["overhead_runner"]
+    assert theirs["subtracted"] == ours["subtracted"]
+    assert theirs["levels"] and theirs["levels"][0]["calls"] == 1
+    level = theirs["levels"][0]
+    assert level["failures"] == 0, level["failure_reasons"]
+    _positive_summary(level["voice_to_voice_ms"], "runner voice_to_voice_ms")
+    assert isinstance(theirs["p50_ms"], int | float)
+    # The runner keeps no session record: no turn report, and the VAD stop charged is the
+    # one voicebots' bots measured on the same utterance.
+    assert level["bot_turn_p50_ms"] == {} and level["overhead_split_p50_ms"] == {}
+    measured = ours["levels"][0]["vad_stop_ms"]["p50"]
+    assert theirs["vad_stop_fallback_ms"] == pytest.approx(measured, abs=0.1)
+    assert level["vad_stop_ms"]["p50"] == pytest.approx(measured, abs=0.1)
+    concurrency = results["concurrency"]
+    assert concurrency["voicebots"] == ours["max_calls_p95_under_limit"]
+    assert concurrency["pipecat_runner"] == theirs["max_calls_p95_under_limit"]
+    assert isinstance(concurrency["pipecat_runner"], int)
+
+
 def test_report_outputs(bench: tuple[dict[str, Any], Path, str]) -> None:
     results, out, output = bench
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {t["name"] for t in results["targets"]} >= {
+        "ttfw_p50_ratio_runner_burst_1",
+        "ttfw_p50_ratio_runner_burst_2",
+        "offer_answer_p50_ratio_runner_burst_2",
+        "concurrent_calls_ratio_runner",
+        "cpu_per_call_ratio_runner",
         "spawn_ready_ms_p50",
         "idle_bot_pss_mb_p50",
         "cpu_per_call_ratio",
@@ -125,6 +169,9 @@ def test_report_outputs(bench: tuple[dict[str, Any], Path, str]) -> None:
     machine = results["machine"]
     assert machine["nproc"] >= 1 and machine["cpu_model"] and machine["date"]
     assert "| offer→answer p50 / p99, burst of 1" in output  # the table went to stdout
+    assert "| time to first word p50, 2 at once" in output
+    assert "| metric | voicebots | pipecat runner | bare aiortc |" in output
+    assert (results["machine"]["nproc"], results["schema"]) >= (1, 2)
     assert "overhead" in output and "[" in output  # progress went to stderr
 
 
@@ -184,4 +231,7 @@ def test_table_renders_missing_values() -> None:
     }
     results["targets"] = targets(results)
     assert not any(t["met"] for t in results["targets"])
-    assert "| offer→answer p50 / p99, burst of 16 (n=0) | - / - | - / - |" in table(results)
+    text = table(results)
+    assert "| offer→answer p50 / p99, burst of 16 (n=0) | - / - | - | - / - |" in text
+    # The runner's figures, absent here (an older results file), render as missing.
+    assert "| concurrent calls with overhead p95 < 100 ms | 0 | - |" in text

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -25,13 +23,10 @@ from aiortc import (
 from media.caller import CallOptions, SignalingClient, run_call
 from media.config import MediaConfig
 from media.ice import (
-    HoldableConnection,
     IcePolicy,
     NoFreePort,
-    hold_checks,
     installed,
     peer_ice_servers,
-    release_checks,
 )
 from media.ports import PortRange
 from tests.system import FIXTURES, Redis, run_system
@@ -191,76 +186,10 @@ async def test_a_full_range_fails_the_answer_clearly() -> None:
 
 async def test_the_default_policy_gathers_as_aioice_does() -> None:
     with installed(IcePolicy()):
-        # Only the checks can be held; the candidates are aioice's own.
-        assert aiortc.rtcicetransport.Connection is HoldableConnection
-        assert "get_component_candidates" not in vars(HoldableConnection)
+        assert aiortc.rtcicetransport.Connection is aioice.Connection
     with installed(IcePolicy(public_ip=PUBLIC)):
-        assert aiortc.rtcicetransport.Connection is not HoldableConnection
+        assert aiortc.rtcicetransport.Connection is not aioice.Connection
     assert aiortc.rtcicetransport.Connection is aioice.Connection
-
-
-class _CheckCounter(asyncio.DatagramProtocol):
-    """A caller's candidate that counts the STUN binding requests reaching it."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.checked = asyncio.Event()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        with contextlib.suppress(ValueError):
-            if stun.parse_message(data).message_class == stun.Class.REQUEST:
-                self.requests += 1
-                self.checked.set()
-
-
-@contextmanager
-def checks_held() -> Iterator[None]:
-    hold_checks()
-    try:
-        yield
-    finally:
-        release_checks()
-
-
-async def test_held_checks_start_when_released() -> None:
-    loop = asyncio.get_running_loop()
-    transport, counter = await loop.create_datagram_endpoint(
-        _CheckCounter, local_addr=(LOOPBACK, 0)
-    )
-    port = transport.get_extra_info("sockname")[1]
-    client, _ = make_client()
-    await client.setLocalDescription(await client.createOffer())
-    # The caller's one candidate is the counter's socket: the bot's checks land there.
-    offer = re.sub(
-        r"(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1) \d+",
-        rf"\g<1> {port}",
-        client.localDescription.sdp,
-        flags=re.IGNORECASE,
-    )
-    assert f"127.0.0.1 {port} typ host" in offer
-    with installed(IcePolicy(bind_address=LOOPBACK)):
-        bot = peer()
-        # aiortc creates the bot's ICE connection with the offer's transceiver.
-        await bot.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-    async with closing(client, bot):
-        try:
-            with checks_held():
-                await bot.setLocalDescription(await bot.createAnswer())
-                # Unheld, aioice starts a check at once and another every 20 ms.
-                await asyncio.sleep(0.3)
-                assert counter.requests == 0
-            await asyncio.wait_for(counter.checked.wait(), 5)
-        finally:
-            transport.close()
-
-
-async def test_a_caller_connects_while_the_bot_holds_its_checks() -> None:
-    client, channel = make_client()
-    with checks_held():
-        bot = await answer(client, IcePolicy(bind_address=LOOPBACK))
-        async with closing(client, bot):
-            # The caller's checks are answered, each with a triggered check of the bot's.
-            assert await echo_over_data_channel(client, channel, bot) == "echo ping"
 
 
 class _StunServer(asyncio.DatagramProtocol):
@@ -316,8 +245,8 @@ def test_bot_ice_servers() -> None:
 
 
 def test_real_bots_bind_and_advertise_by_the_settings(redis_server: Redis) -> None:
-    """The spawner's bots (pipecat's SmallWebRTCConnection built by prepare_call) follow the
-    settings: candidates in the range on the bind host's address, and a call connects."""
+    """The spawner's bots (the connection bots.connection.prepare_connection builds) follow
+    the settings: candidates in the range on the bind host's address, and a call connects."""
 
     async def offer_and_call(url: str) -> list[tuple[str, int, str]]:
         client = peer()

@@ -330,7 +330,7 @@ async def _peer(role: str) -> int:
         return message
 
     if role == "bot":
-        # What bots.pipeline.prepare_call does, minus pipecat.
+        # What bots.connection.prepare_connection does, minus pipecat.
         media = MediaConfig.from_env(os.environ)
         ice.install(ice.IcePolicy.from_config(media))
         servers = ice.peer_ice_servers(media)

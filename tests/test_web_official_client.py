@@ -8,6 +8,10 @@ which makes the transport offer to ``/sessions/{id}/api/offer`` and trickle cand
 The transport's device layer is a small getUserMedia one (mic_media_manager.js): its default
 downloads Daily's call machine from c.daily.co, which test machines cannot reach.
 The package versions are pinned in tests/web/official/package.json; bump them on purpose.
+
+It runs against the built-in agent and against a user's bot file given by path through
+``VOICEBOTS_BOT`` (an ordinary pipecat runner-convention file outside the checkout), since
+the client must not be able to tell them apart.
 """
 
 from __future__ import annotations
@@ -28,6 +32,18 @@ from tests.web.browser import launch_chromium, make_mic_wav, run_playwright
 SOURCES = ROOT / "tests" / "web" / "official"
 FAKE_TRANSCRIPT = "what is the weather like today"
 FAKE_REPLY = "It is sunny and warm today."
+#: A user's bot file: pipecat's runner convention, the built-in agent's pipeline inside.
+USER_BOT = """
+from loguru import logger
+from pipecat.runner.types import RunnerArguments
+
+from bots.agent import bot as agent
+
+
+async def bot(runner_args: RunnerArguments):
+    logger.info(f"user bot file: {type(runner_args).__name__} {runner_args.session_id}")
+    await agent(runner_args)
+"""
 #: What npm prints when it cannot reach the registry (as opposed to a broken package.json).
 _OFFLINE_MARKERS = (
     "ENOTFOUND",
@@ -88,6 +104,12 @@ def _build_page(work: Path) -> Path:
     return site
 
 
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The page, built once for every bot this module calls."""
+    return _build_page(tmp_path_factory.mktemp("official"))
+
+
 def _events(page: Any) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = page.evaluate("window.officialClient.events")
     return events
@@ -114,19 +136,21 @@ def _live_session(system: System) -> str:
     return str(calls[0]["session_id"])
 
 
-def test_official_client_receives_transcripts(redis_server: Redis, tmp_path: Path) -> None:
-    site = _build_page(tmp_path)
+@pytest.mark.parametrize("bot", ["builtin", "user_bot_file"])
+def test_official_client_receives_transcripts(
+    redis_server: Redis, site: Path, tmp_path: Path, bot: str
+) -> None:
     mic = make_mic_wav(FIXTURES / "hello.wav", tmp_path / "mic.wav", lead_s=1.0, tail_s=30)
+    env = {"VOICEBOTS_GREETING": "", "VOICEBOTS_WEB_DIR": str(site)}
+    bot_file = tmp_path / "my_bot.py"
+    if bot == "user_bot_file":
+        bot_file.write_text(USER_BOT)
+        env["VOICEBOTS_BOT"] = str(bot_file)
     with (
         run_fake_openai_process("--transcript", FAKE_TRANSCRIPT, "--reply", FAKE_REPLY) as url,
         run_system(
             redis_server,
-            {
-                "OPENAI_BASE_URL": url,
-                "OPENAI_API_KEY": "sk-test",
-                "VOICEBOTS_GREETING": "",
-                "VOICEBOTS_WEB_DIR": str(site),
-            },
+            {**env, "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test"},
             min_idle=1,
             max_bots=2,
         ) as system,
@@ -155,6 +179,8 @@ def test_official_client_receives_transcripts(redis_server: Redis, tmp_path: Pat
             assert any(FAKE_REPLY in t for t in _texts(events, "bot-output")), events
             assert any(FAKE_REPLY in t for t in _texts(events, "bot-transcript")), events
             assert "bot-started-speaking" in kinds, kinds
+            remote = [e["data"] for e in events if e["type"] == "track-started"]
+            assert {"kind": "audio", "local": False} in remote, events
             assert not [e for e in events if e["type"] in ("error", "start-failed")], events
 
             page.evaluate("window.officialClient.stop()")
@@ -168,3 +194,14 @@ def test_official_client_receives_transcripts(redis_server: Redis, tmp_path: Pat
         assert record.get("status") == "completed", record
         roles = {line["role"] for line in json.loads(record["transcript"])}
         assert roles == {"user", "assistant"}, record["transcript"]
+        ran = [
+            line["message"]
+            for line in json.loads(record.get("logs", "[]"))
+            if "user bot file:" in line.get("message", "")
+        ]
+        if bot == "user_bot_file":
+            assert str(bot_file) in system.log("spawner")
+            # The file's own bot() ran, with pipecat's runner arguments for this session.
+            assert ran == [f"user bot file: SmallWebRTCRunnerArguments {session_id}"], ran
+        else:
+            assert not ran, ran

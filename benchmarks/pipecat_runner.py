@@ -1,0 +1,115 @@
+"""The baseline that runs the same bot file: pipecat's own development runner.
+
+``python examples/builtin.py -t webrtc --host 127.0.0.1 --port N`` — the built-in agent
+(``bots.agent``, re-exported by ``examples/builtin.py``) on ``pipecat.runner.run.main``, the
+way a pipecat user runs a bot file. One process and one event loop serve every call: ``POST
+/start`` registers a session, ``POST /sessions/{id}/api/offer`` builds the peer connection,
+answers, and only then starts ``bot(runner_args)``. It has no ``/api/sessions`` status or
+hang-up route: a call ends when the caller closes its peer.
+
+It gets the environment voicebots' bots get (same providers, greeting, VAD and turn settings),
+with the working directory at the repository root. pipecat's runner calls
+``load_dotenv(override=True)`` at import, which looks for ``.env`` files upwards from the
+installed package; ``PYTHON_DOTENV_DISABLED=1`` turns that off, so no stray ``.env`` can
+change its providers. Like every pipecat runner it logs at DEBUG, here into a file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = ["BOT_FILE", "PipecatRunner", "run_pipecat_runner"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The bot file voicebots runs by default (``bots.agent``), with the runner's ``main()`` footer.
+BOT_FILE = ROOT / "examples" / "builtin.py"
+START_TIMEOUT_S = 60.0
+#: Variables of this process that could pick other providers or settings; the bench sets its own.
+_SCRUBBED = ("VOICEBOTS_", "OPENAI_", "ELEVENLABS_", "PIPECAT_", "DAILY_", "LIVEKIT_")
+
+
+@dataclass
+class PipecatRunner:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    name: str = "pipecat_runner"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def runner_env(bot_env: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without provider settings, then ``bot_env``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    env.update(bot_env)
+    env.update({"PYTHONUNBUFFERED": "1", "PYTHON_DOTENV_DISABLED": "1"})
+    # ``python examples/builtin.py`` puts examples/ first on sys.path; the bot file imports
+    # ``bots``, which an editable install provides and this makes sure of.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _command() -> list[str]:
+    return [sys.executable, str(BOT_FILE), "-t", "webrtc", "--host", "127.0.0.1"]
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/status", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@contextmanager
+def run_pipecat_runner(bot_env: Mapping[str, str], log_dir: Path) -> Iterator[PipecatRunner]:
+    """The development runner on a free loopback port, until the block ends."""
+    port = _free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"pipecat-runner-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*_command(), "--port", str(port)],
+            cwd=ROOT,
+            env=runner_env(bot_env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    runner = PipecatRunner(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _ready(runner.url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"pipecat's runner did not start ({process.poll()}):\n{tail}")
+            time.sleep(0.1)
+        yield runner
+    finally:
+        _stop(process)
