@@ -68,6 +68,12 @@ __all__ = ["Bot", "bot_main"]
 
 #: Log lines waiting to travel to the spawner; beyond this the oldest are dropped.
 MAX_PENDING_LOG_LINES = 500
+#: A session that begins at ``POST /start`` starts ``bot()`` once its offer is answered, or
+#: this long after the start if no offer has come by then: a client that sends its offer at
+#: once gets its answer first (building a pipeline takes tens of milliseconds of CPU, which
+#: the answer would otherwise wait behind), and one that takes longer (a browser asking for
+#: the microphone) finds its pipeline already built.
+OFFER_WAIT = 0.1
 #: pipecat runs ``setup_pipeline_worker`` from the files listed here (see bots.recording).
 SETUP_FILES_ENV = "PIPECAT_SETUP_FILES"
 SETUP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipecat_setup.py")
@@ -121,6 +127,8 @@ class Bot:
         self._stop = asyncio.Event()
         self._end_reason = ""
         self._answered = False
+        #: Set once the call's first offer has been answered (or refused).
+        self._offered = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_lines: deque[LogRecord] = deque(maxlen=MAX_PENDING_LOG_LINES)
         self._logs_waiting = asyncio.Event()
@@ -243,6 +251,7 @@ class Bot:
             await self._send(Error(req=req, code=code, message=str(exc)))
             return code
         self._answered = True
+        self._offered.set()
         await self._send(
             Answer(req=req, sdp=answer["sdp"], sdp_type=answer["type"], pc_id=answer["pc_id"])
         )
@@ -284,6 +293,9 @@ class Bot:
             body=assign.body if assign.body is not None else {},
             session_id=assign.session_id,
         )
+        if not self._answered:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._offered.wait(), OFFER_WAIT)
         logger.info("bot started" if not self._answered else "answered; bot started")
         bot_task = self._spawn(self._bot(runner_args))
         stop_task = self._spawn(self._stop.wait())
@@ -350,6 +362,7 @@ class Bot:
         if not self._answered:
             rejected = await self._answer(message.req, message.sdp, message.sdp_type)
             if rejected:
+                self._offered.set()
                 self._end(rejected)
             return
         try:
