@@ -8,9 +8,10 @@ and talks to it over a socketpair (see :mod:`bots.protocol`). Lifecycle::
     → offer → answer → … → bye → exit
 
 The bot file's ``bot(runner_args)`` gets pipecat's ``SmallWebRTCRunnerArguments`` with this
-process's connection: it starts as soon as the session is assigned — at ``POST /start`` when
-the client makes one, before its offer — so the user's pipeline is built and started while
-the offer is still on its way. The answer itself comes from this process, not the pipeline.
+process's connection, already answered: the answer comes from the warm process, before the
+user's pipeline is built, and the pipeline is built while the caller completes ICE and DTLS.
+(An assign without an offer starts ``bot()`` at once and answers the first ``offer`` that
+follows.)
 
 A bot never serves a second call: whatever state a call leaves behind dies with the process.
 """
@@ -68,12 +69,6 @@ __all__ = ["Bot", "bot_main"]
 
 #: Log lines waiting to travel to the spawner; beyond this the oldest are dropped.
 MAX_PENDING_LOG_LINES = 500
-#: A session that begins at ``POST /start`` starts ``bot()`` once its offer is answered, or
-#: this long after the start if no offer has come by then: a client that sends its offer at
-#: once gets its answer first (building a pipeline takes tens of milliseconds of CPU, which
-#: the answer would otherwise wait behind), and one that takes longer (a browser asking for
-#: the microphone) finds its pipeline already built.
-OFFER_WAIT = 0.1
 #: pipecat runs ``setup_pipeline_worker`` from the files listed here (see bots.recording).
 SETUP_FILES_ENV = "PIPECAT_SETUP_FILES"
 SETUP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipecat_setup.py")
@@ -127,8 +122,6 @@ class Bot:
         self._stop = asyncio.Event()
         self._end_reason = ""
         self._answered = False
-        #: Set once the call's first offer has been answered (or refused).
-        self._offered = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_lines: deque[LogRecord] = deque(maxlen=MAX_PENDING_LOG_LINES)
         self._logs_waiting = asyncio.Event()
@@ -251,7 +244,6 @@ class Bot:
             await self._send(Error(req=req, code=code, message=str(exc)))
             return code
         self._answered = True
-        self._offered.set()
         await self._send(
             Answer(req=req, sdp=answer["sdp"], sdp_type=answer["type"], pc_id=answer["pc_id"])
         )
@@ -293,9 +285,6 @@ class Bot:
             body=assign.body if assign.body is not None else {},
             session_id=assign.session_id,
         )
-        if not self._answered:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._offered.wait(), OFFER_WAIT)
         logger.info("bot started" if not self._answered else "answered; bot started")
         bot_task = self._spawn(self._bot(runner_args))
         stop_task = self._spawn(self._stop.wait())
@@ -362,7 +351,6 @@ class Bot:
         if not self._answered:
             rejected = await self._answer(message.req, message.sdp, message.sdp_type)
             if rejected:
-                self._offered.set()
                 self._end(rejected)
             return
         try:

@@ -1,8 +1,8 @@
 """Sessions and calls: which bot serves which session, and the record each call leaves.
 
-A session is born at ``POST /start`` — which takes a warm bot for it at once, so the bot
-file's ``bot(runner_args)`` starts while the client sends its offer — or implicitly with its
-first offer, which the bot it takes then answers. It ends when its bot says ``bye`` or
+A session is born at ``POST /start`` (or implicitly with its first offer) and gets a warm bot
+at its first offer, which that bot answers before it starts the bot file's
+``bot(runner_args)``. It ends when its bot says ``bye`` or
 dies. Whatever happens, the transcript lines received so far become the call record in
 Redis, written once.
 """
@@ -187,28 +187,16 @@ class CallManager:
             session = found
         if session.record is not None:
             raise CallError(409, "session_ended", f"session {session.session_id} has ended")
-        if session.bot is not None and session.pc_id is not None:
+        if session.bot is not None:
             answer = await self._renegotiate(session, offer)
         elif offer.pc_id is not None:
             raise CallError(404, "unknown_pc", f"no peer connection {offer.pc_id}")
-        elif session.bot is not None:
-            answer = await self._first_offer(session, offer)
         else:
             answer = await self._assign(session, offer)
         return {**answer, "session_id": session.session_id}
 
-    async def start_session(self, request_data: Any = None, owner: str | None = None) -> Session:
-        """``POST /start``: a session with its bot, whose ``bot(runner_args)`` starts now."""
-        session = self.create(request_data, owner=owner)
-        try:
-            await self._assign(session, None)
-        except BaseException:
-            self.sessions.pop(session.session_id, None)
-            raise
-        return session
-
-    async def _assign(self, session: Session, offer: OfferRequest | None) -> dict[str, Any]:
-        """Give ``session`` a bot; with ``offer``, the bot's answer to it is returned."""
+    async def _assign(self, session: Session, offer: OfferRequest) -> dict[str, Any]:
+        """Give ``session`` a bot, which answers ``offer``, then starts ``bot()``."""
         self._check_cap(session.owner, exclude=session)
         session.assigning = True
         try:
@@ -225,15 +213,13 @@ class CallManager:
         session.opening = self._later(
             self._recorder.open_call(session.session_id, session.started_at, session.owner)
         )
-        body = session.request_data
-        if offer is not None and offer.request_data is not None:
-            body = offer.request_data
+        body = session.request_data if offer.request_data is None else offer.request_data
         assign = Assign(
             req=0,
             session_id=session.session_id,
             body=body,
-            sdp="" if offer is None else offer.sdp,
-            sdp_type="offer" if offer is None else offer.sdp_type,
+            sdp=offer.sdp,
+            sdp_type=offer.sdp_type,
             trace=inject(),
         )
         try:
@@ -244,20 +230,7 @@ class CallManager:
             if error.status == 502:  # the bot failed, not the caller: it serves no one else
                 bot.kill()
             raise error from None
-        logger.bind(session_id=session.session_id).info(
-            f"bot {bot.pid} {'answered' if offer is not None else 'started'}"
-        )
-        return {} if offer is None else self._answered(session, reply)
-
-    async def _first_offer(self, session: Session, offer: OfferRequest) -> dict[str, Any]:
-        """The first offer of a session that got its bot at ``POST /start``."""
-        assert session.bot is not None
-        request = Offer(req=0, sdp=offer.sdp, sdp_type=offer.sdp_type)
-        try:
-            async with self._pool.answering(session.bot):
-                reply = await session.bot.request(request, timeout=self._config.answer_timeout)
-        except BotError as exc:
-            raise _call_error(exc) from None
+        logger.bind(session_id=session.session_id).info(f"bot {bot.pid} answered")
         return self._answered(session, reply)
 
     def _answered(self, session: Session, reply: Message) -> dict[str, Any]:

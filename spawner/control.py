@@ -93,7 +93,7 @@ def build_control_app(calls: CallManager, pool: Pool, metrics: SpawnerMetrics) -
         with tracer.start_as_current_span(
             "start", context=extract(request.headers), kind=trace.SpanKind.SERVER
         ) as span:
-            session = await calls.start_session(body.get("request_data"), owner=_owner(body))
+            session = calls.create(body.get("request_data"), owner=_owner(body))
             span.set_attribute("voicebots.session_id", session.session_id)
         return JSONResponse({"session_id": session.session_id}, status_code=201)
 

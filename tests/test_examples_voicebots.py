@@ -177,6 +177,7 @@ def test_table_booking_runs_on_voicebots(redis_server: Redis, booking_openai_url
     # The post-call job summarizes the call (with the fake, the LLM the system is set up with).
     worker = run_worker_burst({**system.env})
     print("WORKER", _t.monotonic() - _t0)
+    print("WSTDERR", worker.stderr.replace("\n", "\nWSTDERR "))
     assert worker.returncode == 0, worker.stderr
     assert redis_server.record(result.session_id).get("summary"), "no summary"
 

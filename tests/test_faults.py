@@ -244,20 +244,17 @@ async def test_full_pool_answers_503_at_once_and_recovers(redis_server: Redis) -
             busy = tasks.create_task(run_call(_options(system)))
             await asyncio.to_thread(_live_call, system)
             async with httpx.AsyncClient(base_url=system.url) as client:
-                # /start takes a bot for its session: a full pool refuses it there, and an
-                # offer without a session the same way.
-                rejected = await client.post("/start", json={})
+                session = (await client.post("/start", json={})).json()["sessionId"]
                 offer = {"sdp": SPEECH_OFFER, "type": "offer"}
-                implicit = await client.post("/api/offer", json=offer)
+                rejected = await client.post(f"/sessions/{session}/api/offer", json=offer)
                 ready = await client.get("/readyz")
             await busy
             await asyncio.to_thread(_pool_refilled, system, 1)
             later = await run_call(_options(system))
 
-    for refused in (rejected, implicit):
-        assert refused.status_code == 503
-        assert refused.json()["error"]["code"] == "no_capacity"
-        assert int(refused.headers["Retry-After"]) >= 1
+    assert rejected.status_code == 503
+    assert rejected.json()["error"]["code"] == "no_capacity"
+    assert int(rejected.headers["Retry-After"]) >= 1
     assert ready.status_code == 503 and ready.json()["status"] == "full"
     assert _record(redis_server, later.session_id)["status"] == "completed"
 
