@@ -285,7 +285,7 @@ class Bot:
             body=assign.body if assign.body is not None else {},
             session_id=assign.session_id,
         )
-        logger.info("bot started" if not self._answered else "answered; bot started")
+        logger.info("answered" if self._answered else "bot started")
         bot_task = self._spawn(self._bot(runner_args))
         stop_task = self._spawn(self._stop.wait())
         await asyncio.wait({bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
