@@ -121,16 +121,10 @@ def _assert_completed(record: dict[str, str]) -> list[tuple[str, str]]:
 
 def test_table_booking_runs_on_voicebots(redis_server: Redis, booking_openai_url: str) -> None:
     env = {**_openai_env(booking_openai_url), **_bot("table_booking.py")}
-    import time as _t
-
-    _t0 = _t.monotonic()
     with run_system(redis_server, env, min_idle=1) as system:
-        print("UP", _t.monotonic() - _t0, system.logs)
         assert "table_booking.py" in system.log("spawner")
         result = _call(system)
-        print("CALLED", _t.monotonic() - _t0)
         spawner_log = system.log("spawner")
-    print("DOWN", _t.monotonic() - _t0)
     report = _report(booking_openai_url)
 
     _assert_heard_a_reply(result)
@@ -176,8 +170,6 @@ def test_table_booking_runs_on_voicebots(redis_server: Redis, booking_openai_url
 
     # The post-call job summarizes the call (with the fake, the LLM the system is set up with).
     worker = run_worker_burst({**system.env})
-    print("WORKER", _t.monotonic() - _t0)
-    print("WSTDERR", worker.stderr.replace("\n", "\nWSTDERR "))
     assert worker.returncode == 0, worker.stderr
     assert redis_server.record(result.session_id).get("summary"), "no summary"
 
