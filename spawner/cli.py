@@ -80,9 +80,8 @@ def _spawner() -> int:
 
 
 def _worker(burst: bool) -> int:
-    from rq import Worker
-
     from bots.config import PostCallConfig
+    from bots.postcall import PostCallWorker
     from bots.record import QUEUE_NAME
 
     config = PostCallConfig.from_env(os.environ)  # fails early on a bad setting
@@ -91,7 +90,7 @@ def _worker(burst: bool) -> int:
     if problem:
         return _fail(problem)
     connection = redis.Redis.from_url(config.redis_url)
-    worker = Worker([QUEUE_NAME], connection=connection)
+    worker = PostCallWorker([QUEUE_NAME], connection=connection)
     worker.work(burst=burst, logging_level="INFO")
     return 0
 
