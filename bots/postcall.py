@@ -73,7 +73,9 @@ class PostCallWorker(Worker):
     def subscribe(self) -> None:
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=COMMAND_POLL, daemon=True)
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=COMMAND_POLL, daemon=True
+        )
 
 
 _JOB_ID_SAFE = re.compile(r"[A-Za-z0-9_-]{1,100}")
