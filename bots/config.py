@@ -147,8 +147,9 @@ class BotConfig:
     idle_timeout: float = 30.0
     max_call_seconds: float = 900.0
     heartbeat_interval: float = 1.0
-    #: After a hang-up, how long ``bot()`` has to return before it is cancelled.
-    end_grace: float = 5.0
+    #: After a hang-up, how long ``bot()`` has to return before it is cancelled (within the
+    #: spawner's 5 s wait for the call to end, so the call is recorded as hung up).
+    end_grace: float = 3.0
     #: Lets a call's ``request_data`` inject faults (crash, hang, memory hog) — for tests of
     #: the spawner's recovery only; never enable it where untrusted clients connect.
     faults: bool = False

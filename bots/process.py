@@ -304,7 +304,7 @@ class Bot:
                     "cancelling it"
                 )
                 bot_task.cancel()
-                await asyncio.wait({bot_task}, timeout=2.0)
+                await asyncio.wait({bot_task}, timeout=1.0)
         await recording.close()
         error = None if bot_task.cancelled() or not bot_task.done() else bot_task.exception()
         if error is not None:

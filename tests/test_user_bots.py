@@ -63,7 +63,8 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 
 def _call(system: System, **overrides: object) -> CallResult:
-    options = CallOptions(url=system.url, wav=SPEECH, max_seconds=20.0, **overrides)  # type: ignore[arg-type]
+    settings: dict[str, object] = {"max_seconds": 20.0, **overrides}
+    options = CallOptions(url=system.url, wav=SPEECH, **settings)  # type: ignore[arg-type]
     return asyncio.run(run_call(options))
 
 
@@ -120,6 +121,43 @@ def test_a_bot_that_raises_fails_its_call_alone(redis_server: Redis, tmp_path: P
     assert other["status"] == "completed", other
     assert "user" in {role for role, _ in _roles(other)}
     assert healthy.voiced_s > 1.0
+
+
+#: A bot file that will not end: it ignores the cancellation voicebots sends at hang-up.
+STUBBORN_BOT = """
+import asyncio
+
+from bots.agent import bot as agent
+
+
+async def bot(runner_args):
+    call = asyncio.ensure_future(agent(runner_args))
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+"""
+
+
+def test_a_bot_that_hangs_after_hang_up_is_ended(redis_server: Redis, tmp_path: Path) -> None:
+    path = _write(tmp_path, "stubborn_bot.py", STUBBORN_BOT)
+    env = {"VOICEBOTS_BOT": str(path), "VOICEBOTS_HEARTBEAT_TIMEOUT": "3"}
+    with run_system(redis_server, env, min_idle=1) as system:
+        result = _call(system, max_seconds=6.0)
+        record = redis_server.record(result.session_id)
+        pid = int(record["bot_pid"])
+        # The record is written at the hang-up; the process that would not end is killed by
+        # the pool's heartbeat timeout, and the pool replaces it.
+        system.wait_until(
+            lambda: pid not in {b["pid"] for b in system.status()["pool"]["bots"]},
+            30,
+            "the stubborn bot to go",
+        )
+        assert "silent for" in system.log("spawner")
+    assert record["status"] == "completed", record
+    assert record["end_reason"] == "hangup"
+    assert "user" in {role for role, _ in _roles(record)}
 
 
 # -- bad bot files: refused at start-up, with the file named and the fault said ---------------
