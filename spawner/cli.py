@@ -101,11 +101,18 @@ def _up() -> int:
     from bots.config import AgentConfig, BotConfig
 
     try:
-        if BotConfig.from_env(os.environ).bot == BUILTIN_BOT:
+        bot = BotConfig.from_env(os.environ).bot
+        if bot == BUILTIN_BOT:
             AgentConfig.from_env(os.environ)
         check_pipecat()
     except ValueError as exc:
         return _fail(str(exc))
+    # A broken bot file stops here, before anything starts (the spawner checks it too).
+    checked = subprocess.run(
+        [sys.executable, "-m", "bots.bot_file", bot], capture_output=True, text=True, check=False
+    )
+    if checked.returncode != 0:
+        return _fail(checked.stderr.strip() or f"bot file {bot} cannot run")
     problem = _check_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     if problem:
         return _fail(problem)

@@ -217,6 +217,21 @@ def test_the_spawner_refuses_a_broken_bot_at_start_up(redis_server: Redis, tmp_p
     assert f"`bot` in {path} is not an async function" in done.stderr
 
 
+def test_up_refuses_a_broken_bot_before_starting_anything(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "spawner", "up", "--bot", str(missing)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"voicebots: bot file {missing} does not exist" in done.stderr
+    assert "open http://" not in done.stdout  # nothing was started
+
+
 def test_readyz_is_never_ready_with_a_broken_bot(redis_server: Redis, tmp_path: Path) -> None:
     path = _write(tmp_path, "nobot.py", BAD_FILES["nobot.py"][0])
     with pytest.raises(RuntimeError, match="defines no `bot`"):
