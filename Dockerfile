@@ -28,6 +28,8 @@ COPY signaling/ signaling/
 COPY spawner/ spawner/
 COPY bots/ bots/
 COPY media/ media/
+# pyproject.toml's packages include benchmarks/ (`voicebots bench`): setuptools needs it.
+COPY benchmarks/ benchmarks/
 COPY web/ web/
 COPY README.md ./
 # Fly.io's `app` process (spawner + signaling, drained in that order); see deploy/fly/.

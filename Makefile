@@ -21,7 +21,7 @@ up: $(STAMP)
 	$(BIN)/voicebots up
 
 test: $(STAMP)
-	@scripts/require espeak-ng sox redis ip iptables docker-compose shellcheck
+	@scripts/require espeak-ng sox redis ip iptables docker-compose shellcheck podman podman-compose runc debootstrap
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
