@@ -41,6 +41,8 @@ import yaml
 from bots.record import call_key
 from media.caller import CallOptions, CallResult, run_call
 from tests.system import FIXTURES, ROOT, free_port
+from tests.test_web_page import _INBOUND_AUDIO
+from tests.web.browser import ARTIFACTS, launch_chromium, make_mic_wav, run_playwright
 
 COMPOSE_DIR = ROOT / "tests" / "compose"
 UDP_PORTS = range(40000, 40032)  # docker-compose.yml's VOICEBOTS_UDP_PORTS, published 1:1
@@ -259,6 +261,38 @@ def _build_steps(output: str) -> list[tuple[str, bool]]:
     return steps
 
 
+def _talk_on_the_page(url: str, work: Path) -> dict[str, Any]:
+    """The demo page from the host's Chromium, through the published port: Talk, connected,
+    the agent's greeting heard and shown; a screenshot of it in artifacts/compose-page.png."""
+    from playwright.sync_api import expect
+
+    mic = make_mic_wav(FIXTURES / "hello.wav", work / "mic.wav", lead_s=2.0, tail_s=10)
+    with run_playwright() as playwright:
+        browser = launch_chromium(playwright, mic)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            expect(page.get_by_role("heading", name="Talk to the agent")).to_be_visible()
+            page.get_by_role("button", name="Talk").click()
+            expect(page.locator("#status-text")).to_have_text("Connected", timeout=20_000)
+            packets, lines = 0.0, []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                stats = page.evaluate(_INBOUND_AUDIO) or {}
+                packets = max(packets, float(stats.get("totalAudioEnergy", 0)))
+                lines = page.evaluate("window.voicebots.transcript()")
+                if packets > 0 and any(line["role"] == "assistant" for line in lines):
+                    break
+                page.wait_for_timeout(200)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "compose-page.png"))
+            page.get_by_role("button", name="Hang up").click()
+            expect(page.locator("#status-text")).to_have_text("Call ended", timeout=10_000)
+            return {"audio_energy": packets, "lines": lines}
+        finally:
+            browser.close()
+
+
 async def _call(stack: Stack, **options: Any) -> CallResult:
     return await run_call(CallOptions(url=stack.url, wav=FIXTURES / "hello.wav", **options))
 
@@ -336,6 +370,12 @@ async def test_docker_compose_up_on_podman(
     image = stack.run("podman", "image", "inspect", "--format", "{{.Id}}", "voicebots:local")
     running = stack.run("podman", "inspect", "--format", "{{.Image}}", stack.container("spawner"))
     assert running.strip() == image.strip()
+    # The demo page, from the host's browser, against the new image.
+    start = time.monotonic()
+    page = await asyncio.to_thread(_talk_on_the_page, stack.url, stack.context)
+    stack.timings["page call"] = time.monotonic() - start
+    assert page["audio_energy"] > 0, page
+    assert any(line["role"] == "assistant" for line in page["lines"]), page
     drained = stack.record(drained_key.removeprefix("voicebots:call:"), summary=True)
     assert json.loads(drained["transcript"]), drained
     # The caller hung up (signaling, and with it the hangup request, were gone: the peer left);
