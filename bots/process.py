@@ -10,8 +10,6 @@ and talks to it over a socketpair (see :mod:`bots.protocol`). Lifecycle::
 The bot file's ``bot(runner_args)`` gets pipecat's ``SmallWebRTCRunnerArguments`` with this
 process's connection, already answered: the answer comes from the warm process, before the
 user's pipeline is built, and the pipeline is built while the caller completes ICE and DTLS.
-(An assign without an offer starts ``bot()`` at once and answers the first ``offer`` that
-follows.)
 
 A bot never serves a second call: whatever state a call leaves behind dies with the process.
 """
@@ -121,7 +119,6 @@ class Bot:
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
         self._end_reason = ""
-        self._answered = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log_lines: deque[LogRecord] = deque(maxlen=MAX_PENDING_LOG_LINES)
         self._logs_waiting = asyncio.Event()
@@ -204,18 +201,15 @@ class Bot:
         logger.configure(extra={"session_id": assign.session_id})
         self._in_call = True
         self._spawn(self._forward_logs())
-        if assign.sdp:
-            # The answer's allocations start no collection (one came due in each).
-            gc.disable()
-            try:
-                rejected = await self._answer(assign.req, assign.sdp, assign.sdp_type)
-            finally:
-                gc.enable()
-            if rejected:
-                await self._send(Bye(end_reason=rejected, failed=True))
-                return
-        else:
-            await self._send(Ok(req=assign.req))
+        # The answer's allocations start no collection (one came due in each).
+        gc.disable()
+        try:
+            rejected = await self._answer(assign)
+        finally:
+            gc.enable()
+        if rejected:
+            await self._send(Bye(end_reason=rejected, failed=True))
+            return
         tracer = trace.get_tracer("voicebots.bot")
         with tracer.start_as_current_span(
             "call",
@@ -231,19 +225,19 @@ class Bot:
         await self._flush_logs()  # the record is closed at bye; logs after it would be lost
         await self._send(Bye(end_reason=reason, failed=failed))
 
-    async def _answer(self, req: int, sdp: str, sdp_type: str) -> str:
+    async def _answer(self, assign: Assign) -> str:
         """Answer the call's first offer; or, if it cannot be answered, send the error and
         return the end reason."""
         assert self._peer is not None
+        req = assign.req
         try:
-            answer = await self._peer.answer(sdp, sdp_type)
+            answer = await self._peer.answer(assign.sdp, assign.sdp_type)
         except Exception as exc:
             # A full UDP port range is the server's shortage, not the caller's mistake.
             code = "no_ports" if isinstance(exc, NoFreePort) else "bad_offer"
             logger.warning(f"offer rejected ({code}): {exc}")
             await self._send(Error(req=req, code=code, message=str(exc)))
             return code
-        self._answered = True
         await self._send(
             Answer(req=req, sdp=answer["sdp"], sdp_type=answer["type"], pc_id=answer["pc_id"])
         )
@@ -285,7 +279,7 @@ class Bot:
             body=assign.body if assign.body is not None else {},
             session_id=assign.session_id,
         )
-        logger.info("answered" if self._answered else "bot started")
+        logger.info("answered")
         bot_task = self._spawn(self._bot(runner_args))
         stop_task = self._spawn(self._stop.wait())
         await asyncio.wait({bot_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -340,18 +334,13 @@ class Bot:
                 logger.warning(f"ignoring unexpected {message.type!r}")
 
     async def _offer(self, message: Offer) -> None:
-        """The call's first offer (after an assign without one), or a renegotiation."""
+        """A renegotiation of the call (a new offer, maybe restarting the peer connection)."""
         assert self._peer is not None
         if self._stop.is_set():
             reason = self._end_reason or "ended"
             await self._send(
                 Error(req=message.req, code="call_ended", message=f"the call has ended ({reason})")
             )
-            return
-        if not self._answered:
-            rejected = await self._answer(message.req, message.sdp, message.sdp_type)
-            if rejected:
-                self._end(rejected)
             return
         try:
             answer = await self._peer.renegotiate(message.sdp, message.sdp_type, message.restart_pc)

@@ -4,9 +4,8 @@ Each message is one dataclass below, sent as a frame: a 4-byte big-endian length
 JSON of its fields and its ``type``. Requests from the spawner carry ``req`` (an integer) and
 the bot's reply echoes it, so several requests can be in flight.
 
-spawner → bot: :class:`Assign` (take this session; with its first offer, or without when the
-session began at ``POST /start``), :class:`Offer` (the first offer after such an assign, or a
-renegotiation), :class:`Candidates`, :class:`Hangup` (end the call; idle: exit).
+spawner → bot: :class:`Assign` (take this session and answer its first offer), :class:`Offer`
+(a renegotiation), :class:`Candidates`, :class:`Hangup` (end the call; idle: exit).
 
 bot → spawner: :class:`Ready`, :class:`Answer`, :class:`Ok`, :class:`Error` (replies),
 :class:`Transcript` (one line, as it becomes final), :class:`Turn` (a turn's latency),
@@ -68,11 +67,11 @@ class Assign(Message):
     type: ClassVar[str] = "assign"
     req: int
     session_id: str
+    #: The session's first offer, which the bot answers before it starts ``bot()``.
+    sdp: str
+    sdp_type: str = "offer"
     #: The ``/start`` body (or the offer's ``request_data``): ``runner_args.body``.
     body: Any = None
-    #: The first offer, when the session had none before; empty when it began at /start.
-    sdp: str = ""
-    sdp_type: str = "offer"
     #: The W3C trace context of the request that placed the call.
     trace: dict[str, str] = field(default_factory=dict)
 

@@ -44,7 +44,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 from bots.record import TranscriptLine
 from bots.turn_metrics import TurnMetricsObserver, TurnReport
 
-__all__ = ["CallRecording", "LineCallback", "TranscriptObserver", "current", "install"]
+__all__ = ["CallRecording", "LineCallback", "TranscriptObserver", "attach_current", "install"]
 
 LineCallback = Callable[[TranscriptLine], Awaitable[None]]
 TurnCallback = Callable[[TurnReport], Awaitable[None]]
@@ -188,10 +188,6 @@ def install(recording: CallRecording) -> None:
     """Make ``recording`` the one the setup hook attaches to the workers of this process."""
     global _current
     _current = recording
-
-
-def current() -> CallRecording | None:
-    return _current
 
 
 def attach_current(worker: Any) -> None:

@@ -221,9 +221,9 @@ def openapi_document(auth_required: bool = True, metrics_guarded: bool = True) -
     server runs without API keys (and, for ``/metrics``, without a metrics token)."""
     guarded = functools.partial(_operation, required=auth_required)
     start = guarded(
-        "Create a session and start its bot; with API keys, also a session token for its page",
+        "Create a session; with API keys, also a session token for its page",
         _ok("the session", "StartResponse"),
-        (400, 401, 403, 405, 413, 415, 429, 502, 503),
+        (400, 401, 403, 405, 413, 415, 429, 503),
         body="StartRequest",
         optional_body=True,
         auth="key",

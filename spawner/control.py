@@ -90,11 +90,7 @@ def build_control_app(calls: CallManager, pool: Pool, metrics: SpawnerMetrics) -
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object")
-        with tracer.start_as_current_span(
-            "start", context=extract(request.headers), kind=trace.SpanKind.SERVER
-        ) as span:
-            session = calls.create(body.get("request_data"), owner=_owner(body))
-            span.set_attribute("voicebots.session_id", session.session_id)
+        session = calls.create(body.get("request_data"), owner=_owner(body))
         return JSONResponse({"session_id": session.session_id}, status_code=201)
 
     @_guard

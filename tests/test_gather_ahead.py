@@ -103,9 +103,9 @@ async def test_an_idle_bot_takes_its_first_message() -> None:
     with _idle_bot() as (bot, ours, theirs):
         bot._gathered_ahead = True
         channel, spawner = await Channel.open(ours), await Channel.open(theirs)
-        await spawner.send(Assign(req=1, session_id="s1"))
+        await spawner.send(Assign(req=1, session_id="s1", sdp="v=0"))
         message = await asyncio.wait_for(bot._first_message(channel), 5)
-        assert message == Assign(req=1, session_id="s1")
+        assert message == Assign(req=1, session_id="s1", sdp="v=0")
 
 
 async def test_an_idle_bot_exits_when_the_addresses_change_under_its_candidates(
