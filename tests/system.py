@@ -157,7 +157,7 @@ class System:
         _wait_until(check, timeout, what)
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+def _stop(process: subprocess.Popen[Any], timeout: float = 15) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -247,12 +247,7 @@ def run_url_process(module: str, *args: str) -> Iterator[tuple[str, subprocess.P
             raise RuntimeError(f"{module} did not start (printed {url!r})")
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        _stop(process, 10)
 
 
 @contextmanager

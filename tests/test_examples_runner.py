@@ -27,7 +27,7 @@ import httpx
 
 from media.audio import is_silent
 from media.caller import CallOptions, CallResult, run_call
-from tests.system import FIXTURES, ROOT, free_port, run_fake_openai_process
+from tests.system import FIXTURES, ROOT, _stop, free_port, run_fake_openai_process
 
 EXAMPLES = ROOT / "examples"
 SPEECH = FIXTURES / "hello.wav"
@@ -118,13 +118,7 @@ def _run_example(name: str, openai_url: str, logs: Path) -> Iterator[Example]:
         )
         yield example
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        _stop(process, 10)
 
 
 async def _call(example: Example) -> CallResult:

@@ -201,11 +201,10 @@ def test_an_import_error_carries_its_traceback(tmp_path: Path) -> None:
     assert "Traceback" in text and f'File "{path}", line 2' in text
 
 
-def test_the_spawner_refuses_a_broken_bot_at_start_up(redis_server: Redis, tmp_path: Path) -> None:
-    path = _write(tmp_path, "sync.py", BAD_FILES["sync.py"][0])
-    env = {**base_env(redis_server.url), "VOICEBOTS_SPAWNER_PORT": str(free_port())}
-    done = subprocess.run(
-        [sys.executable, "-m", "spawner", "spawner", "--bot", str(path)],
+def _voicebots(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The ``voicebots`` command, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "spawner", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -213,20 +212,19 @@ def test_the_spawner_refuses_a_broken_bot_at_start_up(redis_server: Redis, tmp_p
         timeout=120,
         check=False,
     )
+
+
+def test_the_spawner_refuses_a_broken_bot_at_start_up(redis_server: Redis, tmp_path: Path) -> None:
+    path = _write(tmp_path, "sync.py", BAD_FILES["sync.py"][0])
+    env = {**base_env(redis_server.url), "VOICEBOTS_SPAWNER_PORT": str(free_port())}
+    done = _voicebots("spawner", "--bot", str(path), env=env)
     assert done.returncode == 2, done.stderr
     assert f"`bot` in {path} is not an async function" in done.stderr
 
 
 def test_up_refuses_a_broken_bot_before_starting_anything(tmp_path: Path) -> None:
     missing = tmp_path / "missing.py"
-    done = subprocess.run(
-        [sys.executable, "-m", "spawner", "up", "--bot", str(missing)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _voicebots("up", "--bot", str(missing))
     assert done.returncode == 2, done.stderr
     assert f"voicebots: bot file {missing} does not exist" in done.stderr
     assert "open http://" not in done.stdout  # nothing was started
