@@ -93,6 +93,23 @@ def _sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _sizes_and_rounds(
+    sizes_name: str,
+    sizes: tuple[int, ...] | None,
+    rounds_name: str,
+    rounds: tuple[int, ...] | None,
+    configured_rounds: tuple[int, ...],
+) -> dict[str, tuple[int, ...]]:
+    """Burst sizes and rounds per size given on the command line; sizes given without rounds
+    each get the rounds configured for the first size."""
+    if sizes:
+        return {
+            sizes_name: sizes,
+            rounds_name: rounds or tuple(configured_rounds[0] for _ in sizes),
+        }
+    return {rounds_name: rounds} if rounds else {}
+
+
 def parse_args(argv: Sequence[str]) -> BenchConfig:
     """``voicebots bench [--small] [--out DIR] [...]``."""
     parser = argparse.ArgumentParser(
@@ -114,21 +131,14 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
     parser.add_argument("--budget", type=float, help="seconds for each system's overhead sweep")
     args = parser.parse_args(list(argv))
     config = BenchConfig.small_run(args.out) if args.small else BenchConfig(out_dir=args.out)
-    overrides: dict[str, Any] = {}
-    if args.bursts:
-        overrides["bursts"] = args.bursts
-        overrides["burst_rounds"] = args.burst_rounds or tuple(
-            config.burst_rounds[0] for _ in args.bursts
-        )
-    elif args.burst_rounds:
-        overrides["burst_rounds"] = args.burst_rounds
-    if args.ttfw_bursts:
-        overrides["ttfw_bursts"] = args.ttfw_bursts
-        overrides["ttfw_rounds"] = args.ttfw_rounds or tuple(
-            config.ttfw_rounds[0] for _ in args.ttfw_bursts
-        )
-    elif args.ttfw_rounds:
-        overrides["ttfw_rounds"] = args.ttfw_rounds
+    overrides: dict[str, Any] = {
+        **_sizes_and_rounds(
+            "bursts", args.bursts, "burst_rounds", args.burst_rounds, config.burst_rounds
+        ),
+        **_sizes_and_rounds(
+            "ttfw_bursts", args.ttfw_bursts, "ttfw_rounds", args.ttfw_rounds, config.ttfw_rounds
+        ),
+    }
     for name, value in (
         ("cpu_calls", args.cpu_calls),
         ("cpu_window_s", args.cpu_window),
