@@ -24,12 +24,14 @@ RUN python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))
     && pip install -r /tmp/requirements.txt "setuptools>=68" \
     && rm /tmp/requirements.txt
 
+COPY common/ common/
 COPY signaling/ signaling/
 COPY spawner/ spawner/
 COPY bots/ bots/
 COPY media/ media/
 # pyproject.toml's packages include benchmarks/ (`voicebots bench`): setuptools needs it.
 COPY benchmarks/ benchmarks/
+COPY voicebots/ voicebots/
 COPY web/ web/
 COPY README.md ./
 # Fly.io's `app` process (spawner + signaling, drained in that order); see deploy/fly/.

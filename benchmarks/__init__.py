@@ -13,7 +13,7 @@ voice-to-voice overhead subtracts and docs/performance.md for the method and the
 import sys
 from pathlib import Path
 
-# The benchmark drives the real processes through the test harness (tests/system.py and the
+# The benchmark drives the real processes through the test harness (benchmarks/harness.py and the
 # fake OpenAI server), which is not an installed package: make the checkout importable even
 # when `voicebots` runs from its console script, whose sys.path lacks the working directory.
 _CHECKOUT = str(Path(__file__).resolve().parent.parent)

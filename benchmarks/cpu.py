@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
+from benchmarks.caller import Call, CallOptions
 from benchmarks.procfs import total_cpu_seconds
-from media.caller import Call, CallOptions
-from media.signaling_client import SignalingClient
+from benchmarks.signaling_client import SignalingClient
 
 __all__ = ["CpuResult", "measure_cpu"]
 

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.server import make_server, start_serving
+from benchmarks.fakes.server import make_server, start_serving
 
 __all__ = ["EchoServer", "main"]
 

@@ -2,9 +2,9 @@
 
 Both bots run the built-in agent with ``VOICEBOTS_GREETING`` set; it queues the greeting to
 its TTS when the client connects (``on_client_connected``). Each call is the headless caller
-(:class:`media.caller.Call`) sending digital silence: the clock starts just before its ``POST
+(:class:`benchmarks.caller.Call`) sending digital silence: the clock starts just before its ``POST
 /start`` and stops at the arrival of the RTP packet of the first 20 ms frame it decodes above
-the caller's silence threshold (:attr:`media.caller.CallResult.first_audio_at`, noted as the
+the caller's silence threshold (:attr:`benchmarks.caller.CallResult.first_audio_at`, noted as the
 packet arrives). In between: the start, the offer and its answer, ICE and DTLS, the bot's
 pipeline starting, the greeting's TTS request to the fake OpenAI server and the first audio
 out. The fake's injected first-byte delay is subtracted; nothing else is injected.
@@ -24,14 +24,14 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks.caller import Call, CallOptions
 from benchmarks.config import BenchConfig
 from benchmarks.heap import settle_heap
 from benchmarks.progress import Progress
+from benchmarks.signaling_client import CallError, SignalingClient
 from benchmarks.stats import percentile, ratio, summarize
 from benchmarks.systems import GREETING, run_systems
 from media.audio import write_wav
-from media.caller import Call, CallOptions
-from media.signaling_client import CallError, SignalingClient
 
 __all__ = ["FirstWords", "first_words", "run_first_words"]
 

@@ -34,7 +34,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from media.signaling_client import CallError, SignalingClient
+from benchmarks.signaling_client import CallError, SignalingClient
 from media.tracks import WavTrack
 
 __all__ = ["BurstResult", "run_burst"]

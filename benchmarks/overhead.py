@@ -27,7 +27,7 @@ From that, every wait that is configured or injected is removed:
   instant, so the delay is exact).
 
 The caller keeps no jitter buffer and times the reply by its packet's arrival (see
-:class:`media.caller.CallResult`), so nothing of the measuring client needs subtracting.
+:class:`benchmarks.caller.CallResult`), so nothing of the measuring client needs subtracting.
 
 Where the bot's turn report carries its VAD stop on the host clock (``vad_stop_at``), the
 overhead is split in three: **in** = speech end → VAD stop, minus the VAD stop time; **bot** =
@@ -48,8 +48,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from media.caller import CallOptions, CallResult, run_call
-from media.signaling_client import CallError
+from benchmarks.caller import CallOptions, CallResult, run_call
+from benchmarks.signaling_client import CallError
 
 __all__ = ["LevelRound", "LoopLag", "Subtracted", "TurnSample", "run_level"]
 

@@ -17,7 +17,6 @@ change its providers. Like every pipecat runner it logs at DEBUG, here into a fi
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,11 +27,12 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["BOT_FILE", "PipecatRunner", "run_pipecat_runner"]
+from benchmarks.harness import free_port, stop_process
 
-ROOT = Path(__file__).resolve().parent.parent
-#: The bot file voicebots runs by default (``bots.agent``), with the runner's ``main()`` footer.
-BOT_FILE = ROOT / "examples" / "builtin.py"
+__all__ = ["BOT_MODULE", "PipecatRunner", "run_pipecat_runner"]
+
+#: The bot file voicebots runs by default; it ends with the runner's ``main()`` footer.
+BOT_MODULE = "bots.agent"
 START_TIMEOUT_S = 60.0
 #: Variables of this process that could pick other providers or settings; the bench sets its own.
 _SCRUBBED = ("VOICEBOTS_", "OPENAI_", "ELEVENLABS_", "PIPECAT_", "DAILY_", "LIVEKIT_")
@@ -50,25 +50,16 @@ class PipecatRunner:
         return self.process.pid
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def runner_env(bot_env: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without provider settings, then ``bot_env``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
     env.update(bot_env)
     env.update({"PYTHONUNBUFFERED": "1", "PYTHON_DOTENV_DISABLED": "1"})
-    # ``python examples/builtin.py`` puts examples/ first on sys.path; the bot file imports
-    # ``bots``, which an editable install provides and this makes sure of.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 
 def _command() -> list[str]:
-    return [sys.executable, str(BOT_FILE), "-t", "webrtc", "--host", "127.0.0.1"]
+    return [sys.executable, "-m", BOT_MODULE, "-t", "webrtc", "--host", "127.0.0.1"]
 
 
 def _ready(url: str) -> bool:
@@ -78,26 +69,15 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 @contextmanager
 def run_pipecat_runner(bot_env: Mapping[str, str], log_dir: Path) -> Iterator[PipecatRunner]:
     """The development runner on a free loopback port, until the block ends."""
-    port = _free_port()
+    port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"pipecat-runner-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*_command(), "--port", str(port)],
-            cwd=ROOT,
             env=runner_env(bot_env),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -112,4 +92,4 @@ def run_pipecat_runner(bot_env: Mapping[str, str], log_dir: Path) -> Iterator[Pi
             time.sleep(0.1)
         yield runner
     finally:
-        _stop(process)
+        stop_process(process)

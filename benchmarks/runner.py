@@ -45,7 +45,6 @@ from benchmarks.speech import continuous_wav, utterance_wav
 from benchmarks.stats import percentile, ratio, summarize
 from benchmarks.sweep import SweepTarget, overhead_sweep
 from benchmarks.systems import Systems, Voicebots, run_systems
-from tests.system import ROOT
 
 __all__ = ["main", "run"]
 
@@ -72,7 +71,6 @@ def fresh_import_ms(runs: int) -> list[float]:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-c", "import bots.preload"],
-            cwd=ROOT,
             check=True,
             capture_output=True,
         )

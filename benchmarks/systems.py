@@ -1,7 +1,7 @@
 """The three systems under test, as real processes on loopback.
 
 - **voicebots**: a private redis-server, the spawner and signaling (started by the test harness
-  in :mod:`tests.system`), and the fake OpenAI-compatible server in its own process with fixed
+  in :mod:`benchmarks.harness`), and the fake OpenAI-compatible server in its own process with fixed
   injected delays; every provider is ``openai`` pointed at the fake.
 - **pipecat runner**: the same bot file on pipecat's development runner
   (:mod:`benchmarks.pipecat_runner`), with the bots' environment and the same fake.
@@ -21,8 +21,14 @@ from typing import Any
 import httpx
 
 from benchmarks.config import BenchConfig
+from benchmarks.harness import (
+    System,
+    run_fake_openai_process,
+    run_redis,
+    run_system,
+    run_url_process,
+)
 from benchmarks.pipecat_runner import PipecatRunner, run_pipecat_runner
-from tests.system import System, run_fake_openai_process, run_redis, run_system, run_url_process
 
 __all__ = ["GREETING", "BareEcho", "Systems", "Voicebots", "run_systems"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bots.bot_file import BOT_ENV, BUILTIN_BOT
+from common.env import Environ, env_bool, env_float, env_int, env_str
 from media.config import MediaConfig
-from media.env import Environ, env_bool, env_float, env_int, env_str
 
 #: Half of the audio jitter buffer's 16 packets (media/jitter.py).
 MAX_JITTER_FRAMES = 8

@@ -44,12 +44,12 @@ from bots.bot_file import BOT_ENV, BUILTIN_BOT, load_bot
 #: Modules otherwise imported inside each bot, after the fork.
 LAZY_MODULES = (
     # multiprocessing re-runs the parent's main module in every child before the bot starts
-    # ("main module fixup"). ``python -m spawner`` is exempt (a package's ``__main__``); the
-    # ``voicebots`` console script is not, and imports ``spawner.cli``: with it here, the
+    # ("main module fixup"). ``python -m voicebots`` is exempt (a package's ``__main__``); the
+    # ``voicebots`` console script is not, and imports ``voicebots.cli``: with it here, the
     # re-run only rebinds names instead of importing redis (~100 ms of CPU per bot).
     "argparse",
     "redis",
-    "spawner.cli",
+    "voicebots.cli",
     # The HTTP backend of the OpenAI clients' first connection, and the event loop backend
     # its connection pool asks for at the first request.
     "anyio._backends._asyncio",

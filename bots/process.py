@@ -53,14 +53,14 @@ from bots.protocol import (
     Transcript,
     Turn,
 )
-from bots.record import TranscriptLine
 from bots.recording import CallRecording, install
 from bots.rehearsal import rehearse_answer
 from bots.turn_metrics import TurnReport
+from common.logs import LogRecord, configure_logging
+from common.record import TranscriptLine
+from common.tracing import Tracing, extract
 from media import interfaces
-from media.logs import LogRecord, configure_logging
 from media.ports import NoFreePort
-from media.tracing import Tracing, extract
 
 __all__ = ["Bot", "bot_main"]
 

@@ -41,8 +41,8 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_output import BaseOutputTransport
 
-from bots.record import TranscriptLine
 from bots.turn_metrics import TurnMetricsObserver, TurnReport
+from common.record import TranscriptLine
 
 __all__ = ["CallRecording", "LineCallback", "TranscriptObserver", "attach_current", "install"]
 

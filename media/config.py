@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from media.env import Environ, env_float, env_list, env_str
+from common.env import Environ, env_float, env_list, env_str
 from media.ports import PortRange
 
 __all__ = ["MediaConfig", "turn_rest_credentials"]

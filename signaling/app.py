@@ -25,13 +25,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from bots.record import CallRecord, call_key
-from media.negotiation import CandidatesRequest, OfferRequest
+from common.contract import CandidatesRequest, OfferRequest
+from common.errors import ApiError, error_response
+from common.record import CallRecord, call_key
 from signaling.auth import Authenticator
 from signaling.bodies import read_json
 from signaling.config import SignalingConfig
 from signaling.cors import CorsMiddleware
-from signaling.errors import ApiError, error_response
 from signaling.openapi import SESSION_ID_PATTERN, openapi_document
 from signaling.ratelimit import RateLimiter, client_address
 from signaling.spawner_client import SpawnerClient

@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 
+from common.errors import ApiError
 from signaling.config import SecurityConfig
-from signaling.errors import ApiError
 
 __all__ = ["Authenticator", "SessionTokens", "TokenError", "owner_id"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from signaling.errors import ApiError
+from common.errors import ApiError
 
 __all__ = ["MAX_JSON_DEPTH", "read_json"]
 

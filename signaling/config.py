@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.env import Environ, env_bool, env_float, env_int, env_list, env_str
 from media.config import MediaConfig
-from media.env import Environ, env_bool, env_float, env_int, env_list, env_str
 
 __all__ = ["SecurityConfig", "SignalingConfig"]
 

@@ -19,7 +19,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signaling.errors import error_response
+from common.errors import error_response
 
 __all__ = ["CorsMiddleware"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from media.negotiation import MAX_CANDIDATES, MAX_ID_CHARS, MAX_SDP_BYTES
+from common.contract import MAX_CANDIDATES, MAX_ID_CHARS, MAX_SDP_BYTES
 
 __all__ = ["SESSION_ID_PATTERN", "openapi_document"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 
-from media.tracing import inject
-from signaling.errors import ApiError
-from spawner.control import OWNER_HEADER
+from common.contract import OWNER_HEADER
+from common.errors import ApiError
+from common.tracing import inject
 
 __all__ = ["SpawnerClient"]
 

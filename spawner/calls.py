@@ -31,9 +31,9 @@ from bots.protocol import (
     Transcript,
     Turn,
 )
-from bots.record import CallRecord, CallStatus, TranscriptLine
-from media.negotiation import CandidatesRequest, OfferRequest
-from media.tracing import inject
+from common.contract import CandidatesRequest, OfferRequest
+from common.record import CallRecord, CallStatus, TranscriptLine
+from common.tracing import inject
 from spawner.bot_handle import BotError, BotHandle, BotState
 from spawner.config import SpawnerConfig
 from spawner.exceptions import CallError

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bots.config import BotConfig
-from media.env import Environ, env_float, env_int, env_str
+from common.env import Environ, env_float, env_int, env_str
 from spawner.limits import LimitsConfig
 
 __all__ = ["SpawnerConfig", "usable_cpus"]

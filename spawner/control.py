@@ -27,18 +27,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from media.negotiation import CandidatesRequest, OfferRequest
-from media.tracing import extract
-from signaling.errors import error_response
+from common.contract import OWNER_HEADER, CandidatesRequest, OfferRequest
+from common.errors import error_response
+from common.tracing import extract
 from spawner.calls import CallManager
 from spawner.exceptions import CallError
 from spawner.metrics import SpawnerMetrics
 from spawner.pool import Pool
 
-__all__ = ["OWNER_HEADER", "build_control_app"]
+__all__ = ["build_control_app"]
 
 #: Header with the opaque owner id of the API key a session-scoped request was made with.
-OWNER_HEADER = "voicebots-owner"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signaling.errors import ApiError
+from common.errors import ApiError
 
 __all__ = ["CallError"]
 

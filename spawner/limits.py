@@ -34,7 +34,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from media.env import Environ, env_float, env_int, env_str
+from common.env import Environ, env_float, env_int, env_str
 
 __all__ = ["Enforcement", "Limiter", "LimitsConfig", "make_limiter"]
 

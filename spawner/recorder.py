@@ -15,8 +15,8 @@ import redis
 import redis.asyncio as aioredis
 from loguru import logger
 
-from bots.postcall import enqueue_postcall
-from bots.record import CallRecord, CallStatus, TranscriptLine, call_key
+from common.record import CallRecord, CallStatus, TranscriptLine, call_key
+from spawner.postcall import enqueue_postcall
 from spawner.spool import Spool
 
 __all__ = ["Recorder"]

@@ -21,7 +21,7 @@ from typing import IO
 
 from loguru import logger
 
-from bots.record import CallRecord, CallStatus, TranscriptLine
+from common.record import CallRecord, CallStatus, TranscriptLine
 
 __all__ = ["Spool"]
 

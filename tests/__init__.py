@@ -1,2 +1,6 @@
-"""Test suite. A package so that ``tests.fakes`` imports the same way in pytest, mypy and
-``python -m tests.fakes.openai_server``."""
+"""Test suite: unit, integration and end-to-end tests of voicebots over real processes."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"

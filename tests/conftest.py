@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.system import SYSTEMS_DIR_ENV, Redis, run_redis
+from benchmarks.harness import SYSTEMS_DIR_ENV, Redis, run_redis
 
 # pytest-timeout (300 s, in pyproject) fails a test that runs too long, but the teardown that
 # follows can hang too. This watchdog covers a whole test, setup to teardown: past it, every

@@ -19,7 +19,7 @@ import pytest
 from benchmarks.overhead import Subtracted
 from benchmarks.report import clean, table, targets
 from benchmarks.stats import percentile, summarize
-from tests.system import ROOT
+from tests import ROOT
 
 SUMMARY_KEYS = {"n", "p50", "p95", "p99", "mean", "min", "max"}
 SYSTEMS = ("voicebots", "pipecat_runner", "bare_aiortc")
@@ -42,7 +42,7 @@ def _positive(value: Any, what: str) -> None:
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, str]:
     out = tmp_path_factory.mktemp("bench")
     run = subprocess.run(
-        [sys.executable, "-m", "spawner", "bench", "--small", "--out", str(out)],
+        [sys.executable, "-m", "voicebots", "bench", "--small", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,16 +15,10 @@ import httpx
 import pytest
 from rq import Queue
 
-from bots.record import QUEUE_NAME
-from media.caller import CallOptions, CallResult, run_call
-from tests.system import (
-    FIXTURES,
-    Redis,
-    System,
-    run_fake_openai_process,
-    run_system,
-    run_worker_burst,
-)
+from benchmarks.caller import CallOptions, CallResult, run_call
+from benchmarks.harness import Redis, System, run_fake_openai_process, run_system, run_worker_burst
+from common.record import QUEUE_NAME
+from tests import FIXTURES
 
 SPEECH = FIXTURES / "hello.wav"
 FAKE_TRANSCRIPT = "what is the weather like today"

@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from benchmarks.caller import MAX_ARRIVALS, CallError, CallOptions, PacketArrivals, main, run_call
 from media import audio
-from media.caller import MAX_ARRIVALS, CallError, CallOptions, PacketArrivals, main, run_call
 
 TONE_START, TONE_END, WAV_SECONDS = 0.3, 0.9, 1.3
 

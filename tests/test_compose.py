@@ -38,9 +38,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bots.record import call_key
-from media.caller import CallOptions, CallResult, run_call
-from tests.system import FIXTURES, ROOT, free_port
+from benchmarks.caller import CallOptions, CallResult, run_call
+from benchmarks.harness import free_port
+from common.record import call_key
+from tests import FIXTURES, ROOT
 from tests.test_web_page import _INBOUND_AUDIO
 from tests.web.browser import ARTIFACTS, launch_chromium, make_mic_wav, run_playwright
 

@@ -30,7 +30,7 @@ from media.config import MediaConfig
 from media.ports import PortRange
 from signaling.config import SignalingConfig
 from spawner.config import SpawnerConfig
-from tests.system import ROOT
+from tests import ROOT
 
 FLY = ROOT / "deploy" / "fly"
 _spec = importlib.util.spec_from_file_location("flytoml", FLY / "flytoml.py")

@@ -25,9 +25,10 @@ from typing import Any
 
 import httpx
 
+from benchmarks.caller import CallOptions, CallResult, run_call
+from benchmarks.harness import free_port, run_fake_openai_process, stop_process
 from media.audio import is_silent
-from media.caller import CallOptions, CallResult, run_call
-from tests.system import FIXTURES, ROOT, _stop, free_port, run_fake_openai_process
+from tests import FIXTURES, ROOT
 
 EXAMPLES = ROOT / "examples"
 SPEECH = FIXTURES / "hello.wav"
@@ -118,7 +119,7 @@ def _run_example(name: str, openai_url: str, logs: Path) -> Iterator[Example]:
         )
         yield example
     finally:
-        _stop(process, 10)
+        stop_process(process, 10)
 
 
 async def _call(example: Example) -> CallResult:

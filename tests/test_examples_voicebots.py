@@ -23,17 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.caller import CallOptions, CallResult, run_call
+from benchmarks.harness import Redis, System, run_fake_openai_process, run_system, run_worker_burst
 from media.audio import is_silent
-from media.caller import CallOptions, CallResult, run_call
-from tests.system import (
-    FIXTURES,
-    ROOT,
-    Redis,
-    System,
-    run_fake_openai_process,
-    run_system,
-    run_worker_burst,
-)
+from tests import FIXTURES, ROOT
 
 EXAMPLES = ROOT / "examples"
 SPEECH = FIXTURES / "hello.wav"

@@ -30,9 +30,9 @@ from pipecat.tests.utils import run_test
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from benchmarks.fakes.elevenlabs_server import FakeElevenLabs, run_fake_elevenlabs
 from bots.config import ProviderConfig
 from bots.services import make_tts
-from tests.fakes.elevenlabs_server import FakeElevenLabs, run_fake_elevenlabs
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "el-test-key"
@@ -240,7 +240,7 @@ async def test_runs_as_a_process() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.fakes.elevenlabs_server",
+        "benchmarks.fakes.elevenlabs_server",
         "--port",
         "0",
         "--api-key",

@@ -19,6 +19,14 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
+from benchmarks.fakes.audio import SPEECH_SAMPLE_RATE, parse_wav, tone_speech, wav_bytes
+from benchmarks.fakes.openai_payloads import tool_result_text
+from benchmarks.fakes.openai_server import (
+    DEFAULT_TRANSCRIPT,
+    FakeOpenAI,
+    _parse_args,
+    run_fake_openai,
+)
 from bots.config import ProviderConfig
 from bots.services import (
     PRECONNECTIONS,
@@ -27,14 +35,6 @@ from bots.services import (
     make_stt,
     make_tts,
     preconnect,
-)
-from tests.fakes.audio import SPEECH_SAMPLE_RATE, parse_wav, tone_speech, wav_bytes
-from tests.fakes.openai_payloads import tool_result_text
-from tests.fakes.openai_server import (
-    DEFAULT_TRANSCRIPT,
-    FakeOpenAI,
-    _parse_args,
-    run_fake_openai,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,7 +236,7 @@ async def test_runs_as_a_process() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.fakes.openai_server",
+        "benchmarks.fakes.openai_server",
         "--port",
         "0",
         "--reply",

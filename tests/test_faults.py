@@ -21,9 +21,10 @@ import httpx
 import pytest
 from rq import Queue
 
-from bots.record import QUEUE_NAME
-from media.caller import CallOptions, CallResult, run_call
-from tests.system import FIXTURES, ROOT, Redis, System, run_redis, run_system
+from benchmarks.caller import CallOptions, CallResult, run_call
+from benchmarks.harness import Redis, System, run_redis, run_system
+from common.record import QUEUE_NAME
+from tests import FIXTURES, ROOT
 
 SPEECH = FIXTURES / "hello.wav"
 
@@ -220,7 +221,7 @@ async def test_vanished_client_and_overlong_call_free_their_bots(redis_server: R
     with run_system(redis_server, env, min_idle=1, max_bots=2) as system:
         # A caller process killed outright: no BYE, no DTLS close, just silence.
         caller = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "spawner", "call", system.url, "--wav", str(SPEECH)),
+            *(sys.executable, "-m", "voicebots", "call", system.url, "--wav", str(SPEECH)),
             cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,

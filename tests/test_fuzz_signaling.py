@@ -3,7 +3,7 @@ credentials, and schemathesis over the OpenAPI description it serves.
 
 Every case must get a clean reply — JSON (the Prometheus text aside), a 2xx or 4xx, an
 ``{"error": {"code", "message"}}`` body with every 4xx — and, where the local parsers can
-tell, exactly the error they give: the server's checks and ``media.negotiation`` are the same
+tell, exactly the error they give: the server's checks and ``common.contract`` are the same
 code, and a body that passes them must have reached the spawner (which then refuses it for
 naming no live session or peer connection). No case may take a bot: the pool's idle count
 is the same at the end, and neither process logs a traceback or an error.
@@ -36,9 +36,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from media.negotiation import CandidatesRequest, OfferRequest
+from benchmarks.harness import Redis, System, run_system
+from common.contract import CandidatesRequest, OfferRequest
 from signaling.openapi import openapi_document
-from tests.system import Redis, System, run_system
 from tests.test_security_sdp import CHROME_CANDIDATE, OFFER_LINES
 
 KEY = "fuzz-key-0c6e2b9a7d3f1458"

@@ -20,7 +20,8 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from media.caller import CallOptions, SignalingClient, run_call
+from benchmarks.caller import CallOptions, SignalingClient, run_call
+from benchmarks.harness import Redis, run_system
 from media.config import MediaConfig
 from media.ice import (
     IcePolicy,
@@ -29,7 +30,7 @@ from media.ice import (
     peer_ice_servers,
 )
 from media.ports import PortRange
-from tests.system import FIXTURES, Redis, run_system
+from tests import FIXTURES
 
 LOOPBACK = "127.0.0.1"
 #: A documentation address (TEST-NET-2): advertised, never bound.

@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from media.ports import PortRange
-from tests.system import ROOT
+from tests import ROOT
 
 PUBLIC_IP = "198.51.100.7"
 BOT_IP = "10.77.1.2"

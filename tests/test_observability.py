@@ -11,9 +11,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from media.caller import CallOptions, run_call
-from tests.fakes.otlp_receiver import ReceivedSpan, run_otlp_receiver
-from tests.system import FIXTURES, Redis, System, run_fake_openai_process, run_system
+from benchmarks.caller import CallOptions, run_call
+from benchmarks.fakes.otlp_receiver import ReceivedSpan, run_otlp_receiver
+from benchmarks.harness import Redis, System, run_fake_openai_process, run_system
+from tests import FIXTURES
 
 SPEECH = FIXTURES / "hello.wav"
 

@@ -15,8 +15,8 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
-from bots.record import TranscriptLine
 from bots.recording import CallRecording
+from common.record import TranscriptLine
 
 
 class _Pass(FrameProcessor):

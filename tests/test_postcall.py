@@ -24,19 +24,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from benchmarks.fakes.openai_server import run_fake_openai
+from benchmarks.fakes.server import bind_socket, serve_asgi
+from benchmarks.harness import Redis as RedisServer
 from bots.config import PostCallConfig
-from bots.postcall import enqueue_postcall, postcall_job_id, run_postcall, verify_signature
-from bots.record import QUEUE_NAME, CallRecord, CallStatus, TranscriptLine, call_key
-from bots.summary import (
+from common.record import QUEUE_NAME, CallRecord, CallStatus, TranscriptLine, call_key
+from spawner.postcall import enqueue_postcall, postcall_job_id, run_postcall, verify_signature
+from spawner.summary import (
     EMPTY_CALL_SUMMARY,
     SUMMARY_SYSTEM_PROMPT,
     extractive_summary,
     format_transcript,
 )
-from bots.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookDeliveryError, sign
-from tests.fakes.openai_server import run_fake_openai
-from tests.fakes.server import bind_socket, serve_asgi
-from tests.system import Redis as RedisServer
+from spawner.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookDeliveryError, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 RQ = Path(sys.executable).with_name("rq")

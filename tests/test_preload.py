@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.harness import base_env
 from bots.providers import offline_stt
 from bots.providers.offline_stt import PocketsphinxSTTService, preload_decoder
-from tests.system import ROOT, base_env
+from tests import ROOT
 
 _PROBE = """
 import json, sys, threading

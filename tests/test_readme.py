@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.system import ROOT
+from tests import ROOT
 
 SETTING = re.compile(r'"((?:VOICEBOTS|OPENAI|ELEVENLABS)_[A-Z0-9_]+|REDIS_URL)"')
 

@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from media.caller import CallOptions, run_call
+from benchmarks.caller import CallOptions, run_call
+from benchmarks.harness import Redis, System, run_system
 from signaling.auth import SessionTokens
 from signaling.config import SecurityConfig
-from tests.system import FIXTURES, Redis, System, run_system
+from tests import FIXTURES
 from tests.test_security_sdp import OFFER_SDP, _without
 
 KEY_A = "key-alpha-5b8e0c7d9f14a2e6"

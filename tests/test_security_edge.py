@@ -12,10 +12,11 @@ import httpx
 import pytest
 from starlette.requests import Request
 
+from benchmarks.harness import base_env, free_port, stop_process, wait_until
 from signaling.auth import SessionTokens, TokenError, owner_id
 from signaling.config import SecurityConfig
 from signaling.ratelimit import RateLimiter, client_address
-from tests.system import ROOT, _stop, _wait_until, base_env, free_port
+from tests import ROOT
 
 KEY = "k3y-0123456789abcdef"
 
@@ -187,7 +188,7 @@ def open_signaling(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "spawner", "signaling"],
+            [sys.executable, "-m", "voicebots", "signaling"],
             env=env,
             cwd=ROOT,
             stdout=out,
@@ -195,10 +196,10 @@ def open_signaling(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "signaling")
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "signaling")
         yield url, log
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def test_without_keys_the_api_is_open_and_the_log_says_so(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from media.negotiation import (
+from common.contract import (
     MAX_SDP_BYTES,
     MAX_SDP_LINES,
     CandidatesRequest,

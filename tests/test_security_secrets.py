@@ -29,11 +29,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bots.record import QUEUE_NAME
-from bots.webhook import SIGNATURE_HEADER
-from media.caller import CallOptions, run_call
-from tests.fakes.server import serve_asgi
-from tests.system import FIXTURES, Redis, _wait_until, free_port, run_system, run_worker_burst
+from benchmarks.caller import CallOptions, run_call
+from benchmarks.fakes.server import serve_asgi
+from benchmarks.harness import Redis, free_port, run_system, run_worker_burst, wait_until
+from common.record import QUEUE_NAME
+from spawner.webhook import SIGNATURE_HEADER
+from tests import FIXTURES
 
 API_KEY = "api-key-8d41c0b7e29f6a35"
 TOKEN_SECRET = "token-secret-1f9b3e7d05c2a864"
@@ -101,7 +102,7 @@ def run_tls_redis() -> Iterator[TlsRedis]:
     )
     instance = TlsRedis(port, process, ca=directory / "ca.crt")
     try:
-        _wait_until(lambda: instance.client().ping(), 10, "redis-server (TLS)", process)
+        wait_until(lambda: instance.client().ping(), 10, "redis-server (TLS)", process)
         yield instance
     finally:
         instance.stop()

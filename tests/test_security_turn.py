@@ -24,9 +24,9 @@ import pytest
 from aioice import stun, turn
 from aiortc import RTCPeerConnection
 
+from benchmarks.harness import Redis, free_port, run_system
 from media.config import MediaConfig, turn_rest_credentials
 from media.ice import TimedTurnServer, peer_ice_servers
-from tests.system import Redis, free_port, run_system
 
 SECRET = "turn-shared-secret-7c1e9a"
 REALM = "voicebots.test"

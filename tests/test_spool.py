@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bots.record import CallRecord, CallStatus, TranscriptLine
+from common.record import CallRecord, CallStatus, TranscriptLine
 from spawner.spool import Spool
 
 LINES = (

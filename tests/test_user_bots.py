@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.caller import CallOptions, CallResult, run_call
+from benchmarks.harness import Redis, System, base_env, free_port, run_system
 from bots.bot_file import BotFileError, load_bot
-from media.caller import CallOptions, CallResult, run_call
-from tests.system import FIXTURES, ROOT, Redis, System, base_env, free_port, run_system
+from tests import FIXTURES, ROOT
 
 SPEECH = FIXTURES / "hello.wav"
 
@@ -204,7 +205,7 @@ def test_an_import_error_carries_its_traceback(tmp_path: Path) -> None:
 def _voicebots(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The ``voicebots`` command, run to its end."""
     return subprocess.run(
-        [sys.executable, "-m", "spawner", *args],
+        [sys.executable, "-m", "voicebots", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -10,7 +10,7 @@ from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from bots.vad import InlineSileroVAD, optimized_graph
 from media.audio import read_wav, speech_end
-from tests.system import FIXTURES
+from tests import FIXTURES
 
 
 def _frames() -> list[bytes]:

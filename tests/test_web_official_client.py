@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.system import FIXTURES, ROOT, Redis, System, run_fake_openai_process, run_system
+from benchmarks.harness import Redis, System, run_fake_openai_process, run_system
+from tests import FIXTURES, ROOT
 from tests.web.browser import launch_chromium, make_mic_wav, run_playwright
 
 SOURCES = ROOT / "tests" / "web" / "official"

@@ -18,7 +18,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, ViewportSize, expect
 
-from tests.system import FIXTURES, Redis, System, run_fake_openai_process, run_system
+from benchmarks.harness import Redis, System, run_fake_openai_process, run_system
+from tests import FIXTURES
 from tests.web.browser import ARTIFACTS, launch_chromium, make_mic_wav, run_playwright
 
 FAKE_TRANSCRIPT = "what is the weather like today"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.system import ROOT
+from tests import ROOT
 
 __all__ = ["ARTIFACTS", "CHROMIUM", "launch_chromium", "make_mic_wav", "run_playwright"]
 

@@ -45,7 +45,7 @@ In a test::
 
 As a process (prints the ``ws://`` URL on stdout once it accepts connections)::
 
-    python -m tests.fakes.elevenlabs_server --port 0 --api-key el-test
+    python -m benchmarks.fakes.elevenlabs_server --port 0 --api-key el-test
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tests.fakes.audio import SPEECH_SAMPLE_RATE, SpeechEngine, synthesize
-from tests.fakes.server import bind_socket, make_server, serve_asgi, start_serving
+from benchmarks.fakes.audio import SPEECH_SAMPLE_RATE, SpeechEngine, synthesize
+from benchmarks.fakes.server import bind_socket, make_server, serve_asgi, start_serving
 
 __all__ = [
     "ConnectionRecord",
@@ -539,7 +539,7 @@ async def run_fake_elevenlabs(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.elevenlabs_server",
+        prog="python -m benchmarks.fakes.elevenlabs_server",
         description="Fake ElevenLabs multi-context TTS WebSocket; prints its URL when ready.",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -565,7 +565,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     server = make_server(
         fake.app, log_level=args.log_level, configure_logging=True, websockets=True
     )
-    # As in tests.fakes.openai_server: let SIGINT/SIGTERM stop uvicorn gracefully, status 0.
+    # As in benchmarks.fakes.openai_server: let SIGINT/SIGTERM stop uvicorn gracefully, status 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, server.handle_exit)
     try:
@@ -577,7 +577,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m tests.fakes.elevenlabs_server``."""
+    """Entry point of ``python -m benchmarks.fakes.elevenlabs_server``."""
     asyncio.run(_serve_forever(_parse_args(argv)))
 
 

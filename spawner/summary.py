@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from openai import OpenAI
 
 from bots.config import ProviderConfig
-from bots.record import CallRecord, TranscriptLine
+from common.record import CallRecord, TranscriptLine
 
 __all__ = [
     "EMPTY_CALL_SUMMARY",

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from media.env import Environ, env_str
+from common.env import Environ, env_str
 
 __all__ = ["Tracing", "extract", "inject"]
 

@@ -14,8 +14,8 @@ fields to the call hash:
 - ``webhook_status``: ``delivered`` or ``failed`` (absent without ``VOICEBOTS_WEBHOOK_URL``);
 - ``webhook_attempts``: POSTs made by the last run; ``webhook_error``: why the last one failed.
 
-A failed webhook raises :class:`~bots.webhook.WebhookDeliveryError`, so rq marks the job failed
-and keeps it in the failed registry for inspection or requeueing. See :mod:`bots.webhook` for
+A failed webhook raises :class:`~spawner.webhook.WebhookDeliveryError`, so rq marks the job failed
+and keeps it in the failed registry for inspection or requeueing. See :mod:`spawner.webhook` for
 the signature scheme; receivers check it with :func:`verify_signature`.
 """
 
@@ -35,9 +35,9 @@ from rq import Queue, Worker
 from rq.exceptions import DuplicateJobError
 
 from bots.config import PostCallConfig
-from bots.record import QUEUE_NAME, CallRecord, call_key
-from bots.summary import extractive_summary, llm_summary
-from bots.webhook import WebhookDeliveryError, deliver_webhook, verify_signature
+from common.record import QUEUE_NAME, CallRecord, call_key
+from spawner.summary import extractive_summary, llm_summary
+from spawner.webhook import WebhookDeliveryError, deliver_webhook, verify_signature
 
 __all__ = [
     "FAILURE_TTL",
@@ -149,7 +149,7 @@ def run_postcall(
 
     Works with a ``redis_client`` with or without ``decode_responses``. Returns what it did
     (the rq job result); raises ``LookupError`` for an unknown call and
-    :class:`~bots.webhook.WebhookDeliveryError` when the webhook is not delivered.
+    :class:`~spawner.webhook.WebhookDeliveryError` when the webhook is not delivered.
     """
     key = call_key(session_id)
     data = {_text(k): _text(v) for k, v in redis_client.hgetall(key).items()}

@@ -1,7 +1,8 @@
-"""The offer/answer and trickle-ICE messages of the public contract, parsed and checked.
+"""What signaling and the spawner agree on: the offer/answer and trickle-ICE messages of the
+public contract, parsed and checked, and the header that names a call's owner.
 
-Shared by signaling (the public edge) and the spawner's control API. Parsers raise
-``ValueError`` with a precise message; the HTTP layer turns it into a 400.
+Signaling (the public edge) and the spawner's control API import this and nothing of each
+other. Parsers raise ``ValueError`` with a precise message; the HTTP layer turns it into a 400.
 
 An offer is checked before any bot sees it: an SDP session description of sane size, with an
 audio m-line whose ICE credentials (``a=ice-ufrag``, ``a=ice-pwd``) and DTLS fingerprint
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_CANDIDATES",
     "MAX_SDP_BYTES",
     "MAX_SDP_LINES",
+    "OWNER_HEADER",
     "Candidate",
     "CandidatesRequest",
     "OfferRequest",
@@ -27,6 +29,8 @@ __all__ = [
     "check_offer_sdp",
 ]
 
+#: Signaling → spawner: the caller a session belongs to (the per-key call cap counts by it).
+OWNER_HEADER = "voicebots-owner"
 MAX_SDP_BYTES = 64 * 1024
 #: A browser's audio + data channel offer has ~60 lines; with every candidate inline ~100.
 MAX_SDP_LINES = 1000

@@ -1,4 +1,5 @@
-"""Runs voicebots' real processes for tests: a private Redis, the spawner, signaling."""
+"""Runs voicebots' real processes for the bench and the tests: a private Redis, the spawner,
+signaling, the worker and the fake providers."""
 
 from __future__ import annotations
 
@@ -19,21 +20,21 @@ from typing import Any
 import httpx
 import redis
 
-from bots.record import call_key
+from common.record import call_key
 
 __all__ = [
     "Redis",
     "System",
+    "base_env",
     "free_port",
     "run_fake_openai_process",
     "run_redis",
     "run_system",
     "run_url_process",
     "run_worker_burst",
+    "stop_process",
+    "wait_until",
 ]
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def free_port() -> int:
@@ -42,7 +43,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_until(
+def wait_until(
     check: Callable[[], object],
     timeout: float,
     what: str,
@@ -101,7 +102,7 @@ def run_redis(port: int | None = None) -> Iterator[Redis]:
     )
     instance = Redis(port, process)
     try:
-        _wait_until(lambda: instance.client().ping(), 10, "redis-server", process)
+        wait_until(lambda: instance.client().ping(), 10, "redis-server", process)
         yield instance
     finally:
         instance.stop()
@@ -128,18 +129,17 @@ class System:
         log = self.logs / f"{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "spawner", name],
+                [sys.executable, "-m", "voicebots", name],
                 env=self.env,
-                cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         self.processes[name] = process
         if name == "spawner":
             min_idle = int(self.env["VOICEBOTS_MIN_IDLE"])
-            _wait_until(lambda: self.status()["pool"]["idle"] >= min_idle, 90, name, process, log)
+            wait_until(lambda: self.status()["pool"]["idle"] >= min_idle, 90, name, process, log)
         else:
-            _wait_until(
+            wait_until(
                 lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200,
                 30,
                 name,
@@ -150,14 +150,14 @@ class System:
     def stop(self, name: str, timeout: float = 30) -> int:
         """SIGTERM one process and wait for it; returns its exit status."""
         process = self.processes[name]
-        _stop(process, timeout)
+        stop_process(process, timeout)
         return int(process.returncode)
 
     def wait_until(self, check: Callable[[], object], timeout: float, what: str) -> None:
-        _wait_until(check, timeout, what)
+        wait_until(check, timeout, what)
 
 
-def _stop(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -214,15 +214,14 @@ def run_system(
         yield system
     finally:
         for process in system.processes.values():
-            _stop(process)
+            stop_process(process)
 
 
 def run_worker_burst(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Runs ``voicebots worker --burst`` until the post-call queue is empty."""
     return subprocess.run(
-        [sys.executable, "-m", "spawner", "worker", "--burst"],
+        [sys.executable, "-m", "voicebots", "worker", "--burst"],
         env=env,
-        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -235,7 +234,6 @@ def run_url_process(module: str, *args: str) -> Iterator[tuple[str, subprocess.P
     """``python -m module args`` that prints its URL once it serves; yields (URL, process)."""
     process = subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -247,11 +245,11 @@ def run_url_process(module: str, *args: str) -> Iterator[tuple[str, subprocess.P
             raise RuntimeError(f"{module} did not start (printed {url!r})")
         yield url, process
     finally:
-        _stop(process, 10)
+        stop_process(process, 10)
 
 
 @contextmanager
 def run_fake_openai_process(*args: str) -> Iterator[str]:
     """The fake OpenAI-compatible server as its own process; yields its base URL."""
-    with run_url_process("tests.fakes.openai_server", *args) as (url, _process):
+    with run_url_process("benchmarks.fakes.openai_server", *args) as (url, _process):
         yield url

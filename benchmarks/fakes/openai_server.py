@@ -26,8 +26,8 @@ In a test::
 
 As a process (prints the base URL on stdout once it accepts connections)::
 
-    python -m tests.fakes.openai_server --port 0 --first-token-delay 0.1
-    python -m tests.fakes.openai_server --tool-call book_table '{"name": "Ann"}'
+    python -m benchmarks.fakes.openai_server --port 0 --first-token-delay 0.1
+    python -m benchmarks.fakes.openai_server --tool-call book_table '{"name": "Ann"}'
 """
 
 from __future__ import annotations
@@ -50,9 +50,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.audio import SPEECH_SAMPLE_RATE, SpeechEngine, parse_wav, synthesize, wav_bytes
-from tests.fakes.multipart import parse_form_data
-from tests.fakes.openai_payloads import (
+from benchmarks.fakes.audio import (
+    SPEECH_SAMPLE_RATE,
+    SpeechEngine,
+    parse_wav,
+    synthesize,
+    wav_bytes,
+)
+from benchmarks.fakes.multipart import parse_form_data
+from benchmarks.fakes.openai_payloads import (
     DEFAULT_TRANSCRIPT,
     ApiError,
     chat_chunks,
@@ -65,7 +71,7 @@ from tests.fakes.openai_payloads import (
     tool_call_completion,
     transcription_body,
 )
-from tests.fakes.server import bind_socket, make_server, serve_asgi, start_serving
+from benchmarks.fakes.server import bind_socket, make_server, serve_asgi, start_serving
 
 __all__ = [
     "DEFAULT_TRANSCRIPT",
@@ -398,7 +404,7 @@ async def run_fake_openai(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fakes.openai_server",
+        prog="python -m benchmarks.fakes.openai_server",
         description="Fake OpenAI-compatible API on loopback; prints its base URL when ready.",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -450,7 +456,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m tests.fakes.openai_server``."""
+    """Entry point of ``python -m benchmarks.fakes.openai_server``."""
     asyncio.run(_serve_forever(_parse_args(argv)))
 
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes.server import bind_socket, make_server, start_serving
+from benchmarks.fakes.server import bind_socket, make_server, start_serving
 
 __all__ = ["ReceivedSpan", "Receiver", "run_otlp_receiver"]
 

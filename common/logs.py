@@ -16,7 +16,7 @@ from typing import Any
 
 from loguru import logger
 
-from media.env import Environ, env_str
+from common.env import Environ, env_str
 
 __all__ = ["configure_logging", "log_record"]
 

@@ -36,6 +36,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from benchmarks.signaling_client import (
+    CallError,
+    SignalingClient,
+    candidates_from_sdp,
+    strip_candidates,
+)
 from media.audio import (
     DEFAULT_SILENCE_DBFS,
     Samples,
@@ -47,12 +53,6 @@ from media.audio import (
 )
 from media.decoding import decode_audio_inline
 from media.jitter import tune_audio_receivers
-from media.signaling_client import (
-    CallError,
-    SignalingClient,
-    candidates_from_sdp,
-    strip_candidates,
-)
 from media.tracks import SAMPLE_RATE, WavTrack, frame_to_mono
 
 __all__ = [

@@ -21,9 +21,9 @@ import redis
 from loguru import logger
 
 from bots.bot_file import BOT_ENV, BUILTIN_BOT
-from media.env import redact_url
-from media.logs import configure_logging
-from media.tracing import Tracing
+from common.env import redact_url
+from common.logs import configure_logging
+from common.tracing import Tracing
 
 __all__ = ["main"]
 
@@ -81,8 +81,8 @@ def _spawner() -> int:
 
 def _worker(burst: bool) -> int:
     from bots.config import PostCallConfig
-    from bots.postcall import PostCallWorker
-    from bots.record import QUEUE_NAME
+    from common.record import QUEUE_NAME
+    from spawner.postcall import PostCallWorker
 
     config = PostCallConfig.from_env(os.environ)  # fails early on a bad setting
     configure_logging("worker", os.environ)
@@ -116,7 +116,7 @@ def _up() -> int:
     problem = _check_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     if problem:
         return _fail(problem)
-    command = [sys.executable, "-m", "spawner"]
+    command = [sys.executable, "-m", "voicebots"]
     env = dict(os.environ)
     if sys.stderr.isatty():
         env.setdefault("VOICEBOTS_LOG_FORMAT", "text")  # a person is watching
@@ -158,7 +158,7 @@ def _up() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "call":
-        from media.caller import main as call_main
+        from benchmarks.caller import main as call_main
 
         return call_main(args[1:])
     if args and args[0] == "bench":
