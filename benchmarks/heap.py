@@ -11,8 +11,9 @@ def settle_heap() -> None:
     """Collect, then move what this process holds out of the collector's reach.
 
     The callers share this process with everything the benchmark imported (aiortc, httpx,
-    pipecat's audio helpers): a full collection of that heap took 30 to 100 ms here, and one
-    falling inside a measured turn would stall the callers' clock, not the bots. Called
+    pipecat's audio helpers): a full collection of a heap that size takes tens of
+    milliseconds, and one falling inside a measured turn would stall the callers' clock, not
+    the bots. Called
     before each stage and each measured round, as the bots' zygote does after its preload.
     """
     gc.collect()

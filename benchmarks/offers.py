@@ -11,8 +11,7 @@ A burst runs in four steps, so that the caller's own work never lands inside a t
 The load generator shares the machine's cores with the server it measures, so what it spends
 on each request is taken from the server. Steps 1 and 2 go through one aiohttp session, whose
 keep-alive connections the ``/start`` requests open, so no TCP handshake is timed, and whose
-requests cost the client 0.4-0.5 ms of CPU each where httpx's cost 2.1-2.5 ms (bursts of 16
-against the bare server; README, "Benchmark").
+requests cost the client several times less CPU than httpx's (docs/performance.md).
 """
 
 from __future__ import annotations

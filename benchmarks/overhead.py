@@ -11,8 +11,8 @@ From that, every wait that is configured or injected is removed:
   before declaring "stopped speaking". The bot measures it on every stop, on the audio it
   analysed (``vad_silence_ms`` of its turn report, see ``bots.vad``): the configured
   ``VOICEBOTS_VAD_STOP_SECS`` rounded to Silero's 32 ms windows, plus the windows the model
-  still scores as speech once the voice has ended (17 to 49 ms here, by where the speech ends
-  in a window). A bot that reports no measurement is charged the configured value
+  still scores as speech once the voice has ended (up to a window and a half, by where the
+  speech ends in a window). A bot that reports no measurement is charged the configured value
   (:attr:`Subtracted.vad_stop`), or the value given to :func:`run_level` (pipecat's runner,
   which keeps no session record, is charged what voicebots' bots measured on the same
   utterance with the same VAD); the overhead with the configured value subtracted instead is

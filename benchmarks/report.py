@@ -10,9 +10,9 @@ from typing import Any
 __all__ = ["check_plotting", "clean", "table", "targets", "write"]
 
 BURST_TARGET = 16
-#: DESIGN.md: voicebots against the bare aiortc floor.
+#: The project's targets: voicebots against the bare aiortc floor.
 MAX_RATIO = 1.5
-#: Issue #18, against pipecat's development runner running the same bot file.
+#: Against pipecat's development runner running the same bot file.
 TTFW_RUNNER_RATIO = 0.5
 OFFER_RUNNER_RATIO = 1.0
 CALLS_RUNNER_RATIO = 2.0
@@ -58,8 +58,8 @@ def _burst(results: dict[str, Any], size: int) -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target (issue #18's against pipecat's runner, DESIGN.md's), the value measured and
-    whether it is met."""
+    """Each target (against pipecat's runner, then against the bare floor), the value measured
+    and whether it is met."""
     out: list[dict[str, Any]] = []
 
     def add(name: str, value: float, target: str, met: bool) -> None:

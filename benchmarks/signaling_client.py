@@ -1,4 +1,4 @@
-"""Client side of the public signaling contract (DESIGN.md), used by the headless caller.
+"""Client side of the public signaling contract (README, "HTTP API"), used by the headless caller.
 
 Errors from the server arrive as ``{"error": {"code", "message"}}`` with a 4xx/5xx status and
 become :class:`CallError`; a 503 carries its ``Retry-After``.
@@ -62,7 +62,7 @@ class CallError(Exception):
 
 
 class SignalingClient:
-    """The public HTTP contract of DESIGN.md, client side.
+    """The public HTTP contract of signaling, client side.
 
     Owns its ``httpx.AsyncClient`` unless one is passed in (a benchmark may share one):
     use ``async with`` or :meth:`close`.

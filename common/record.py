@@ -1,9 +1,10 @@
 """The call record: what is kept of a call in Redis after it ends.
 
-Layout (the Redis contract in DESIGN.md): hash ``voicebots:call:{session_id}`` with ``status``,
-``end_reason``, ``started_at``, ``ended_at``, ``transcript`` (JSON list of
-``{"role", "text", "ts"}``), later ``summary`` and ``metrics``; one job per ended call on the rq
-queue ``voicebots``.
+Written by the spawner, read by signaling and the post-call worker: hash
+``voicebots:call:{session_id}`` with ``status``, ``end_reason``, ``started_at``, ``ended_at``,
+``transcript`` (JSON list of ``{"role", "text", "ts"}``), ``bot_pid``, ``metrics``, ``logs``,
+``owner``, later ``summary`` and ``webhook_status`` from the post-call job; one job per ended
+call on the rq queue ``voicebots``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Signaling's client of the spawner's internal control API.
 
-Every offer crosses this hop, so it is built on aiohttp's client: measured on loopback against
-the same Starlette endpoint, 0.26 ms of CPU per request against httpx's 1.16 ms.
+Every offer crosses this hop, on the same cores as the bots answering it, so it is built on
+aiohttp's client, whose requests cost several times less CPU than httpx's.
 """
 
 from __future__ import annotations

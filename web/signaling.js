@@ -1,4 +1,4 @@
-// The public HTTP contract of voicebots signaling (DESIGN.md), browser side.
+// The public HTTP contract of voicebots signaling (README, "HTTP API"), browser side.
 //
 // Paths are resolved against the page's own URL, so the page keeps working when it is served
 // under a path prefix behind a proxy. Every failure becomes an ApiError: `status` 0 means the
