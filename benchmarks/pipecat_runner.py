@@ -1,17 +1,16 @@
 """The baseline that runs the same bot file: pipecat's own development runner.
 
-``python examples/builtin.py -t webrtc --host 127.0.0.1 --port N`` — the built-in agent
-(``bots.agent``, re-exported by ``examples/builtin.py``) on ``pipecat.runner.run.main``, the
-way a pipecat user runs a bot file. One process and one event loop serve every call: ``POST
-/start`` registers a session, ``POST /sessions/{id}/api/offer`` builds the peer connection,
-answers, and only then starts ``bot(runner_args)``. It has no ``/api/sessions`` status or
-hang-up route: a call ends when the caller closes its peer.
+``python -m bots.agent -t webrtc --host 127.0.0.1 --port N`` — the built-in agent, a bot file
+that ends with pipecat's ``main()`` footer (``examples/builtin.py`` re-exports it), on
+``pipecat.runner.run.main``, the way a pipecat user runs a bot file. One process and one event
+loop serve every call: ``POST /start`` registers a session, ``POST /sessions/{id}/api/offer``
+builds the peer connection, answers, and only then starts ``bot(runner_args)``. It has no
+``/api/sessions`` status or hang-up route: a call ends when the caller closes its peer.
 
-It gets the environment voicebots' bots get (same providers, greeting, VAD and turn settings),
-with the working directory at the repository root. pipecat's runner calls
-``load_dotenv(override=True)`` at import, which looks for ``.env`` files upwards from the
-installed package; ``PYTHON_DOTENV_DISABLED=1`` turns that off, so no stray ``.env`` can
-change its providers. Like every pipecat runner it logs at DEBUG, here into a file.
+It gets the environment voicebots' bots get (same providers, greeting, VAD and turn settings).
+pipecat's runner calls ``load_dotenv(override=True)`` at import, which looks for ``.env`` files
+upwards from the installed package; ``PYTHON_DOTENV_DISABLED=1`` turns that off, so no stray
+``.env`` can change its providers. Like every pipecat runner it logs at DEBUG, here into a file.
 """
 
 from __future__ import annotations
