@@ -9,11 +9,16 @@ runs docker-compose.yml with Debian's podman-compose. On a copy of the build con
   (run with ``podman exec``: without systemd podman schedules none), the worker runs;
 - places a call from the host with the headless caller through the published HTTP port; the
   bot's audio comes back over the published UDP range; the record lands in compose's Redis and
-  the worker writes its summary;
+  the worker writes its summary; then the demo page, in the host's Chromium, talks to the bot;
 - runs ``down`` with a call in progress: the spawner drains it, and the call is recorded;
 - changes a line of bots/ and rebuilds: only the layers from ``COPY bots/`` on are rebuilt (the
-  dependency layer is cached); the second ``up`` runs the new image and the worker summarizes
-  the drained call.
+  dependency layer is cached);
+- the second ``up`` is a user's: their own bot (examples/table_booking.py, a tool-calling agent)
+  mounted into the spawner by the ``docker-compose.override.yml`` README shows, and provider
+  settings in a ``.env`` pointing at the fake OpenAI server on the host (reached through
+  podman's host gateway). It runs the new image; a call books a table and the record holds the
+  booking's confirmation code as the bot said it; the worker summarizes it and the drained call
+  with that LLM.
 
 It prints its phase timings. Needs root, podman, podman-compose, runc and debootstrap.
 """
@@ -35,11 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from benchmarks.caller import CallOptions, CallResult, run_call
-from benchmarks.harness import free_port
+from benchmarks.harness import free_port, run_fake_openai_process
 from common.record import call_key
 from tests import FIXTURES, ROOT
 from tests.test_web_page import _INBOUND_AUDIO
@@ -53,6 +59,22 @@ TOOLS = {
     "runc": "runc",
     "debootstrap": "debootstrap",
 }
+
+#: What the fake OpenAI server hears, whatever the caller says, and the tool call it answers
+#: with (as tests/test_examples_voicebots.py drives the same example).
+BOOKING_TRANSCRIPT = "I would like to book a table for two at seven"
+BOOKING_ARGS = {"name": "Ann", "party_size": 2, "time": "seven tonight"}
+#: README's "Your own bot", as a user writes it next to docker-compose.yml.
+OWN_BOT_OVERRIDE = """\
+services:
+  spawner:
+    volumes:
+      - ./mybot.py:/app/mybot.py:ro
+    environment:
+      VOICEBOTS_BOT: /app/mybot.py
+"""
+#: The host as containers on a podman network see it (Docker Desktop's is host.docker.internal).
+HOST_FROM_CONTAINERS = "host.containers.internal"
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -149,6 +171,20 @@ class Stack:
         assert len(names) == 1, f"{service}: running containers {names}"
         return names[0]
 
+    def logs(self, container: str, tail: int | None = None) -> str:
+        """A container's output: voicebots logs to stderr, which ``podman logs`` passes on as
+        its own stderr."""
+        tail_args = ["--tail", str(tail)] if tail is not None else []
+        return subprocess.run(
+            ["podman", "logs", *tail_args, container],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+
     def redis(self, *args: str) -> str:
         return self.run("podman", "exec", self.container("redis"), "redis-cli", "--raw", *args)
 
@@ -177,7 +213,7 @@ class Stack:
                     self.timings[f"  {name} healthy at"] = timeout - (deadline - time.monotonic())
                     break
                 if time.monotonic() > deadline:
-                    logs = self.run("podman", "logs", "--tail", "30", container)
+                    logs = self.logs(container, tail=30)
                     pytest.fail(
                         f"{name} not healthy after {timeout:.0f} s ({state.strip()}):\n{logs}"
                     )
@@ -250,6 +286,51 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         )
 
 
+@pytest.fixture
+def booking_openai_port() -> Iterator[int]:
+    """The fake OpenAI server answering a booking request with a ``book_table`` call, on every
+    interface of the host so that the containers reach it; yields its port."""
+    tool_call = ("--tool-call", "book_table", json.dumps(BOOKING_ARGS))
+    with run_fake_openai_process(
+        "--host", "0.0.0.0", "--transcript", BOOKING_TRANSCRIPT, *tool_call
+    ) as url:
+        yield int(url.split(":")[2].split("/")[0])
+
+
+def _own_bot(context: Path, openai_port: int) -> None:
+    """What a user adds next to docker-compose.yml to run their bot with their provider."""
+    shutil.copy2(ROOT / "examples" / "table_booking.py", context / "mybot.py")
+    (context / "docker-compose.override.yml").write_text(OWN_BOT_OVERRIDE)
+    (context / ".env").write_text(
+        f"OPENAI_BASE_URL=http://{HOST_FROM_CONTAINERS}:{openai_port}/v1\nOPENAI_API_KEY=sk-test\n"
+    )
+
+
+def _assert_booked(record: dict[str, str], report: dict[str, Any]) -> None:
+    """The tool's round trip in the mounted bot: the fake asked for ``book_table``, the bot's
+    function answered with a confirmation code, and the bot said that code after the caller's
+    request, as its record shows."""
+    lines = [(line["role"], line["text"]) for line in json.loads(record["transcript"])]
+    roles = [role for role, _ in lines]
+    assert "user" in roles, lines
+    user = roles.index("user")
+    assert BOOKING_TRANSCRIPT in lines[user][1], lines
+    assert report["tool_calls"] >= 1, report
+    results = [
+        json.loads(messages[-1]["content"])
+        for messages in report["chat_messages"]
+        if messages[-1]["role"] == "tool"
+    ]
+    assert results, f"no chat request ended with the tool's result: {report['chat_messages']}"
+    codes = {booking["confirmation"] for booking in results}
+    for booking in results:
+        assert {k: booking[k] for k in BOOKING_ARGS} == BOOKING_ARGS, booking
+    said = " ".join(text for role, text in lines[user + 1 :] if role == "assistant")
+    assert any(code in said for code in codes), (codes, lines)
+    logs = [line.get("message", "") for line in json.loads(record["logs"])]
+    assert any(m.startswith("Booked a table for 2") for m in logs), logs
+
+
 def _build_steps(output: str) -> list[tuple[str, bool]]:
     """``podman build`` output as (instruction, taken from the cache) per step."""
     steps: list[tuple[str, bool]] = []
@@ -299,7 +380,7 @@ async def _call(stack: Stack, **options: Any) -> CallResult:
 
 
 async def test_docker_compose_up_on_podman(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    stack: Stack, booking_openai_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     compose_sh = str(COMPOSE_DIR / "compose.sh")
     stack.timed("base images", str(COMPOSE_DIR / "base-images.sh"))
@@ -315,7 +396,7 @@ async def test_docker_compose_up_on_podman(
     result = await _call(stack, max_seconds=15.0)
     stack.timings["first call"] = time.monotonic() - start
     if result.connected_s is None:
-        logs = stack.run("podman", "logs", "--tail", "40", stack.container("spawner"))
+        logs = stack.logs(stack.container("spawner"), tail=40)
         bot_logs = "\n".join(str(line) for line in result.session.get("logs", []))
         pytest.fail(
             f"no ICE connection over the published UDP range:\n{bot_logs}\nspawner:\n{logs}"
@@ -326,6 +407,12 @@ async def test_docker_compose_up_on_podman(
     assert any(line["role"] == "assistant" for line in transcript), transcript
     assert any(line["role"] == "user" for line in transcript), transcript
     assert record["summary_source"] == "offline"
+    # The demo page, from the host's browser.
+    start = time.monotonic()
+    page = await asyncio.to_thread(_talk_on_the_page, stack.url, stack.context)
+    stack.timings["page call"] = time.monotonic() - start
+    assert page["audio_energy"] > 0, page
+    assert any(line["role"] == "assistant" for line in page["lines"]), page
 
     # `down` with a call in progress: signaling stops first, the spawner drains the call (the
     # caller hangs up at max_seconds, well inside VOICEBOTS_DRAIN_TIMEOUT), then Redis stops.
@@ -364,19 +451,32 @@ async def test_docker_compose_up_on_podman(
     assert not any(cached for _, cached in steps[first_changed:]), steps
     assert any("pip install -r" in step for step, _ in steps[:first_changed])
 
-    # The second up runs the new image; Redis kept the drained call (its volume); the worker,
-    # stopped before the job was queued, writes its summary now.
+    # The second up is a user's: their bot mounted by the override README shows, their
+    # provider in .env. It runs the new image; Redis kept the drained call (its volume); the
+    # worker, stopped before the job was queued, writes its summary now.
+    _own_bot(stack.context, booking_openai_port)
     stack.timed("second up", compose_sh, "-p", stack.project, "up", "-d", "--no-build")
     stack.wait_healthy()
     image = stack.run("podman", "image", "inspect", "--format", "{{.Id}}", "voicebots:local")
     running = stack.run("podman", "inspect", "--format", "{{.Image}}", stack.container("spawner"))
     assert running.strip() == image.strip()
-    # The demo page, from the host's browser, against the new image.
+    spawner_log = stack.logs(stack.container("spawner"))
+    assert "bot file: /app/mybot.py" in spawner_log, spawner_log[-3000:]
+
+    # A call to the user's bot. The lead silence lets its greeting (an LLM run on connect)
+    # finish before the caller speaks.
     start = time.monotonic()
-    page = await asyncio.to_thread(_talk_on_the_page, stack.url, stack.context)
-    stack.timings["page call"] = time.monotonic() - start
-    assert page["audio_energy"] > 0, page
-    assert any(line["role"] == "assistant" for line in page["lines"]), page
+    booking = await _call(stack, lead_silence=3.0, max_seconds=30.0)
+    stack.timings["own-bot call"] = time.monotonic() - start
+    assert booking.connected_s is not None, booking.session.get("logs")
+    assert booking.first_audio_at is not None and booking.voiced_s > 0.5, "no audio came back"
+    booked = stack.record(booking.session_id, summary=True)
+    async with httpx.AsyncClient(timeout=5) as client:
+        fake = await client.get(f"http://127.0.0.1:{booking_openai_port}/_fake/requests")
+    report = fake.json()
+    _assert_booked(booked, report)
+    # .env's provider reached the worker too: the summary is the (fake) OpenAI LLM's.
+    assert booked["summary_source"] == "openai", booked
     drained = stack.record(drained_key.removeprefix("voicebots:call:"), summary=True)
     assert json.loads(drained["transcript"]), drained
     # The caller hung up (signaling, and with it the hangup request, were gone: the peer left);

@@ -17,5 +17,11 @@ if [ "${1:-}" = build ]; then
   exec podman build --network=host --pull=never -t voicebots:local \
     -f "$root/Dockerfile" "$@" "$root"
 fi
-# Debian's podman-compose, with its ${VAR:-} interpolation fixed (podman-compose.py).
-exec /usr/bin/python3 "$here/podman-compose.py" -f "$root/docker-compose.yml" "$@"
+# Debian's podman-compose, with its ${VAR:-} interpolation fixed (podman-compose.py). Like
+# `docker compose`, a docker-compose.override.yml next to docker-compose.yml is merged over it
+# (README: one's own bot), and podman-compose reads the .env next to them.
+files=(-f "$root/docker-compose.yml")
+if [ -f "$root/docker-compose.override.yml" ]; then
+  files+=(-f "$root/docker-compose.override.yml")
+fi
+exec /usr/bin/python3 "$here/podman-compose.py" "${files[@]}" "$@"
