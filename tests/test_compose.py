@@ -158,9 +158,11 @@ class Stack:
         return out
 
     def container(self, service: str) -> str:
+        # Stopped ones too: a service that exited is named with its logs, not "not running".
         names = self.run(
             "podman",
             "ps",
+            "--all",
             "--filter",
             f"label=io.podman.compose.project={self.project}",
             "--filter",
