@@ -58,6 +58,7 @@ class Pool:
         on_event: EventCallback,
         on_exit: ExitCallback,
         on_spawned: Callable[[float], None] | None = None,
+        handle: type[BotHandle] = BotHandle,
     ) -> None:
         self._config = config
         self._zygote = zygote
@@ -65,6 +66,8 @@ class Pool:
         self._on_event = on_event
         self._on_exit = on_exit
         self._on_spawned = on_spawned
+        # The spawner's side of each bot; unit tests give one whose kill() ends a stand-in.
+        self._handle = handle
         self.bots: dict[int, BotHandle] = {}
         self._starting = 0
         self._changed = asyncio.Condition()
@@ -142,6 +145,9 @@ class Pool:
         deadline = time.monotonic() + self._config.assign_wait
         async with self._changed:
             while True:
+                # Draining: the idle bots are told to exit but stay idle until they have.
+                if not self.accepting:
+                    raise NoCapacity(retry_after=5.0, draining=True)
                 for bot in self.bots.values():
                     if bot.state is BotState.IDLE:
                         bot.state = BotState.BUSY
@@ -153,8 +159,6 @@ class Pool:
                 can_grow = self.starting > 0 or len(self.bots) + self._starting < (
                     self._config.max_bots
                 )
-                if not self.accepting:
-                    raise NoCapacity(retry_after=5.0, draining=True)
                 if not can_grow or remaining <= 0:
                     raise NoCapacity(retry_after=2.0)
                 self._waiting += 1
@@ -261,7 +265,7 @@ class Pool:
     async def _spawn_one(self) -> None:
         try:
             process, sock = await self._zygote.spawn()
-            bot = BotHandle(process, sock, self._on_event, self._bot_exited)
+            bot = self._handle(process, sock, self._on_event, self._bot_exited)
             self.bots[bot.pid] = bot
             await bot.start()
             try:

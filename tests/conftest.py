@@ -32,6 +32,8 @@ TIERS: dict[str, str] = {
     "test_security_sdp": "unit",
     "test_spool": "unit",
     "test_turn_metrics": "unit",
+    "test_unit_calls": "unit",
+    "test_unit_pool": "unit",
     "test_vad": "unit",
     # integration
     "test_caller": "integration",  # signaling's HTTP contract on an in-process uvicorn
