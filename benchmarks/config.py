@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bots.config import TURN_STOP_SECS, VAD_STOP_SECS
+
 __all__ = ["BenchConfig", "parse_args"]
 
 
@@ -33,15 +35,22 @@ class BenchConfig:
     overhead_p95_limit_ms: float = 100.0
     #: Each system's sweep stops starting new levels after this many seconds.
     overhead_budget_s: float = 240.0
-    #: End of turn: VAD silence, then the turn strategy's extra silence (VOICEBOTS_TURN=vad).
-    vad_stop_secs: float = 0.2
-    turn_stop_secs: float = 0.3
     #: Delays the fake OpenAI server injects (seconds).
     transcription_delay: float = 0.1
     first_token_delay: float = 0.1
     speech_first_byte_delay: float = 0.1
     #: Seconds of quiet after a burst or a level before the next one starts.
     settle_s: float = 1.0
+
+    @property
+    def vad_stop_secs(self) -> float:
+        """The built-in agent's VAD silence, a known wait subtracted from voice-to-voice."""
+        return VAD_STOP_SECS
+
+    @property
+    def turn_stop_secs(self) -> float:
+        """Its extra silence before the turn ends, subtracted too."""
+        return TURN_STOP_SECS
 
     @property
     def warm_bots(self) -> int:
@@ -81,6 +90,7 @@ class BenchConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["out_dir"] = str(self.out_dir)
+        data.update(vad_stop_secs=self.vad_stop_secs, turn_stop_secs=self.turn_stop_secs)
         return data
 
 

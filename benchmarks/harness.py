@@ -192,7 +192,6 @@ def run_system(
     full_env = base_env(redis_server.url)
     full_env.update(
         {
-            "VOICEBOTS_SPAWNER_PORT": str(spawner_port),
             "VOICEBOTS_PORT": str(signaling_port),
             "VOICEBOTS_SPAWNER_URL": f"http://127.0.0.1:{spawner_port}",
             "VOICEBOTS_MIN_IDLE": str(min_idle),

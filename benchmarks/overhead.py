@@ -9,16 +9,16 @@ From that, every wait that is configured or injected is removed:
 
 - the **VAD stop time**: how much audio after the user's last loud sample the VAD took in
   before declaring "stopped speaking". The bot measures it on every stop, on the audio it
-  analysed (``vad_silence_ms`` of its turn report, see ``bots.vad``): the configured
-  ``VOICEBOTS_VAD_STOP_SECS`` rounded to Silero's 32 ms windows, plus the windows the model
+  analysed (``vad_silence_ms`` of its turn report, see ``bots.vad``): the agent's
+  ``VAD_STOP_SECS`` (``bots.config``) rounded to Silero's 32 ms windows, plus the windows the model
   still scores as speech once the voice has ended (up to a window and a half, by where the
   speech ends in a window). A bot that reports no measurement is charged the configured value
   (:attr:`Subtracted.vad_stop`), or the value given to :func:`run_level` (pipecat's runner,
   which keeps no session record, is charged what voicebots' bots measured on the same
   utterance with the same VAD); the overhead with the configured value subtracted instead is
   kept beside the other (``overhead_configured_vad_ms``);
-- ``turn_wait``: ``max(VOICEBOTS_TURN_STOP_SECS, transcription delay)`` — the ``vad`` turn
-  strategy ends the turn when its timer (started at the VAD stop) has run *and* the segment's
+- ``turn_wait``: ``max(TURN_STOP_SECS, transcription delay)`` — the agent's turn strategy
+  ends the turn when its timer (started at the VAD stop) has run *and* the segment's
   transcript is in; the fake's transcription delay runs in parallel with the timer, so only
   the longer of the two is a wait;
 - ``llm_first_token``: the fake LLM's delay before its first streamed token (the whole short
@@ -35,7 +35,7 @@ VAD stop → the bot's first audio out, minus the turn wait and the provider del
 first audio out → the caller's reply packet.
 
 What remains — audio receive and decode in the bot (including its own jitter buffer,
-``VOICEBOTS_JITTER_FRAMES`` x 20 ms), resampling, frame hops through the pipeline, the HTTP
+``BotConfig.jitter_frames`` x 20 ms), resampling, frame hops through the pipeline, the HTTP
 round trips to the providers, TTS audio through the output transport, Opus encoding and
 packetization — is the framework's overhead.
 """

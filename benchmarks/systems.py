@@ -106,9 +106,6 @@ def bot_env(config: BenchConfig, fake_openai_url: str, greeting: str = "") -> di
         "OPENAI_API_KEY": "sk-bench",
         # Empty for the overhead: the first bot audio after the question is the reply.
         "VOICEBOTS_GREETING": greeting,
-        "VOICEBOTS_TURN": "vad",
-        "VOICEBOTS_VAD_STOP_SECS": str(config.vad_stop_secs),
-        "VOICEBOTS_TURN_STOP_SECS": str(config.turn_stop_secs),
     }
 
 

@@ -4,9 +4,9 @@ It is written in pipecat's runner convention like any user's bot file, and runs 
 ``voicebots up`` runs it when no ``--bot`` is given, and ``python examples/builtin.py -t webrtc``
 runs it on pipecat's development runner. Its settings come from the environment, as a bot
 file's do (``VOICEBOTS_STT`` / ``_LLM`` / ``_TTS``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
-``ELEVENLABS_API_KEY``, ``VOICEBOTS_SYSTEM_PROMPT``, ``VOICEBOTS_GREETING``, ``VOICEBOTS_TURN``;
-see README): with no key set, every provider is offline (pocketsphinx, a scripted LLM,
-espeak-ng).
+``ELEVENLABS_API_KEY``, ``VOICEBOTS_SYSTEM_PROMPT``, ``VOICEBOTS_GREETING``; see README): with
+no key set, every provider is offline (pocketsphinx, a scripted LLM, espeak-ng). Its turn ends
+after a fixed silence; ``examples/smart_turn.py`` is the same agent with a model deciding.
 
 Imported once by the zygote: the provider modules, the VAD's graph and, for offline speech
 recognition, its model, are shared by every warm bot.
@@ -37,13 +37,10 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
     SpeechTimeoutUserTurnStopStrategy,
 )
-from pipecat.turns.user_stop.turn_analyzer_user_turn_stop_strategy import (
-    TurnAnalyzerUserTurnStopStrategy,
-)
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
-from bots.config import AgentConfig, TurnStrategy
+from bots.config import AgentConfig
 from bots.services import OpenAISession, make_llm, make_stt, make_tts, preconnect
 from bots.vad import InlineSileroVAD
 
@@ -91,12 +88,7 @@ TRANSPORT_PARAMS = {
 
 
 def _turn_strategies() -> UserTurnStrategies:
-    if CONFIG.turn_strategy is TurnStrategy.SMART_TURN:
-        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-
-        stop: Any = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=LocalSmartTurnAnalyzerV3())
-    else:
-        stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=CONFIG.turn_stop_secs)
+    stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=CONFIG.turn_stop_secs)
     return UserTurnStrategies(stop=[stop])
 
 

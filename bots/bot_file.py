@@ -19,12 +19,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from common.settings import BOT
+
 __all__ = ["BOT_ENV", "BUILTIN_BOT", "BotFileError", "BotFunction", "describe", "load_bot"]
 
 #: The agent that runs when no bot file is given: itself an ordinary bot file.
-BUILTIN_BOT = "bots.agent"
+BUILTIN_BOT = BOT.default
 #: The setting naming the bot file; also how the spawner names it to the zygote.
-BOT_ENV = "VOICEBOTS_BOT"
+BOT_ENV = BOT.name
 
 BotFunction = Callable[[Any], Awaitable[Any]]
 

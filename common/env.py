@@ -1,29 +1,32 @@
-"""Typed reads of environment settings, shared by every entry point.
+"""Parsers of setting values, shared by every entry point.
 
 Each process (signaling, spawner, bot, rq worker, caller) reads the environment once at
-start-up into a frozen config and passes it down; these helpers make those reads precise.
-A malformed value raises ``ValueError`` naming the variable, so a typo fails the start-up
-instead of silently taking the default.
+start-up into a frozen config and passes it down, through the declarations of
+:mod:`common.settings`; these parsers make those reads precise. A malformed value raises
+``ValueError`` naming the variable (or the command-line option that carried it), so a typo
+fails the start-up instead of silently taking the default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["env_bool", "env_float", "env_int", "env_list", "env_str", "redact_url"]
+__all__ = [
+    "Environ",
+    "parse_bool",
+    "parse_choice",
+    "parse_float",
+    "parse_int",
+    "parse_list",
+    "parse_url",
+    "redact_url",
+]
 
 Environ = Mapping[str, str]
 
 
-def env_str(environ: Environ, name: str, default: str) -> str:
-    value = environ.get(name, "").strip()
-    return value or default
-
-
-def env_int(environ: Environ, name: str, default: int, *, minimum: int | None = None) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
+def parse_int(raw: str, name: str, *, minimum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -33,42 +36,52 @@ def env_int(environ: Environ, name: str, default: int, *, minimum: int | None = 
     return value
 
 
-def env_float(environ: Environ, name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
+def parse_float(raw: str, name: str, *, minimum: float = 0.0) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
+    if not value >= minimum:  # also refuses nan
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
-def env_bool(environ: Environ, name: str, default: bool) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
+def parse_bool(raw: str, name: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
         return True
-    if raw in ("0", "false", "no", "off"):
+    if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-def env_list(environ: Environ, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+def parse_list(raw: str, name: str) -> tuple[str, ...]:
     """A comma-separated list; empty items are dropped."""
-    raw = environ.get(name)
-    if raw is None or not raw.strip():
-        return default
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def parse_choice(raw: str, name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed``, compared without case (``allowed`` says which case is kept)."""
+    for value in allowed:
+        if raw.lower() == value.lower():
+            return value
+    raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+
+
+def parse_url(raw: str, name: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host, without its trailing slash."""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 — raises on a port out of range
+    except ValueError:
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
 
 
 def redact_url(url: str) -> str:
     """The URL without its password, for messages and logs (``redis://:***@host``)."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -1,9 +1,9 @@
 """Structured logs: one JSON object per line, carrying the ``session_id`` of the call.
 
-Every process logs through loguru. With ``VOICEBOTS_LOG_FORMAT=json`` (the default) each line is
-``{"ts", "level", "process", "pid", "message", "session_id"?, ...extra}``; ``text`` gives the
-human-readable form. Code binds the session with ``logger.bind(session_id=...)`` or
-``logger.contextualize(session_id=...)``.
+Every process logs through loguru, at ``VOICEBOTS_LOG_LEVEL`` and above. Each line is
+``{"ts", "level", "process", "pid", "message", "session_id"?, ...extra}``, unless stderr is a
+terminal: a person is watching, and reads the human-readable form. Code binds the session with
+``logger.bind(session_id=...)`` or ``logger.contextualize(session_id=...)``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 from loguru import logger
 
-from common.env import Environ, env_str
+from common.env import Environ
+from common.settings import LOG_LEVEL
 
 __all__ = ["configure_logging", "log_record"]
 
@@ -47,11 +48,9 @@ def configure_logging(
     *,
     also: Callable[[LogRecord], None] | None = None,
 ) -> None:
-    """Replace loguru's sinks: stderr in the chosen format, plus ``also`` if given."""
-    fmt = env_str(environ, "VOICEBOTS_LOG_FORMAT", "json").lower()
-    if fmt not in ("json", "text"):
-        raise ValueError(f"VOICEBOTS_LOG_FORMAT must be json or text; got {fmt!r}")
-    level = env_str(environ, "VOICEBOTS_LOG_LEVEL", "INFO").upper()
+    """Replace loguru's sinks: stderr (JSON, or text on a terminal), plus ``also`` if given."""
+    level = LOG_LEVEL.read(environ)
+    fmt = "text" if sys.stderr.isatty() else "json"
     logger.remove()
 
     def sink(message: Any) -> None:

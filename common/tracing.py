@@ -24,7 +24,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from common.env import Environ, env_str
+from common.env import Environ
+from common.settings import OTEL_TRACES_EXPORTER
 
 __all__ = ["Tracing", "extract", "inject"]
 
@@ -41,7 +42,7 @@ class Tracing:
 
     @classmethod
     def setup(cls, service_name: str, environ: Environ) -> Tracing:
-        exporter_name = env_str(environ, "OTEL_TRACES_EXPORTER", "none").lower()
+        exporter_name = OTEL_TRACES_EXPORTER.read(environ)
         if exporter_name == "none":
             return cls(None)
         exporter: SpanExporter
@@ -49,13 +50,10 @@ class Tracing:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter()  # reads its OTEL_EXPORTER_OTLP_* settings itself
-        elif exporter_name == "console":
-            exporter = ConsoleSpanExporter()
         else:
-            raise ValueError(
-                f"OTEL_TRACES_EXPORTER must be otlp, console or none; got {exporter_name!r}"
-            )
-        name = env_str(environ, "OTEL_SERVICE_NAME", service_name)
+            exporter = ConsoleSpanExporter()
+        # OpenTelemetry's own variable; the resource given here would override the SDK's read.
+        name = environ.get("OTEL_SERVICE_NAME", "").strip() or service_name
         provider = TracerProvider(resource=Resource.create({"service.name": name}))
         provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)

@@ -13,7 +13,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.env import Environ, env_float, env_list, env_str
+from common.env import Environ
+from common.settings import (
+    BIND_HOST,
+    CREDENTIAL_MARGIN,
+    ICE_SERVERS,
+    MAX_CALL_SECONDS,
+    PUBLIC_IP,
+    TURN_CREDENTIAL,
+    TURN_SECRET,
+    TURN_USERNAME,
+    UDP_PORTS,
+    credential_ttl,
+)
 from media.ports import PortRange
 
 __all__ = ["MediaConfig", "turn_rest_credentials"]
@@ -39,7 +51,9 @@ class MediaConfig:
     #: The TURN server's shared secret (coturn ``static-auth-secret``): in place of static
     #: credentials, each client gets its own, valid ``turn_ttl`` seconds.
     turn_secret: str = field(default="", repr=False)
-    turn_ttl: float = 3600.0
+    #: Long enough for the longest call (``VOICEBOTS_MAX_CALL_SECONDS``): a TURN server
+    #: refuses to refresh an allocation once its credentials have expired.
+    turn_ttl: float = MAX_CALL_SECONDS.default + CREDENTIAL_MARGIN
     #: ICE host candidates bind inside this range; ``None``: any port the kernel picks.
     udp_ports: PortRange | None = None
     #: Name or address of the one address ICE binds (Fly.io: ``fly-global-services``);
@@ -51,7 +65,7 @@ class MediaConfig:
 
     @classmethod
     def from_env(cls, environ: Environ) -> MediaConfig:
-        servers = env_list(environ, "VOICEBOTS_ICE_SERVERS")
+        servers = ICE_SERVERS.read(environ)
         for url in servers:
             match = _ICE_URL.fullmatch(url)
             if match is None or (match["scheme"].startswith("stun") and match["query"]):
@@ -60,9 +74,9 @@ class MediaConfig:
                     f"turn:host[:port][?transport=udp|tcp] (or stuns:, turns:), got {url!r}"
                 )
         has_turn = any(url.startswith("turn") for url in servers)
-        username = env_str(environ, "VOICEBOTS_TURN_USERNAME", "")
-        credential = env_str(environ, "VOICEBOTS_TURN_CREDENTIAL", "")
-        secret = env_str(environ, "VOICEBOTS_TURN_SECRET", "")
+        username = TURN_USERNAME.read(environ)
+        credential = TURN_CREDENTIAL.read(environ)
+        secret = TURN_SECRET.read(environ)
         if secret and (username or credential):
             raise ValueError(
                 "set either VOICEBOTS_TURN_SECRET (time-limited credentials) or "
@@ -83,16 +97,16 @@ class MediaConfig:
                 "VOICEBOTS_TURN_SECRET is set but VOICEBOTS_ICE_SERVERS has no turn: or turns: "
                 "server"
             )
-        ports = env_str(environ, "VOICEBOTS_UDP_PORTS", "")
+        ports = UDP_PORTS.read(environ)
         return cls(
             ice_servers=servers,
             turn_username=username,
             turn_credential=credential,
             turn_secret=secret,
-            turn_ttl=env_float(environ, "VOICEBOTS_TURN_TTL", cls.turn_ttl, minimum=60.0),
-            udp_ports=PortRange.parse(ports, "VOICEBOTS_UDP_PORTS") if ports else None,
-            bind_host=_bind_host(env_str(environ, "VOICEBOTS_BIND_HOST", "")),
-            public_ip=_public_ip(env_str(environ, "VOICEBOTS_PUBLIC_IP", "")),
+            turn_ttl=credential_ttl(environ),
+            udp_ports=PortRange.parse(ports, UDP_PORTS.name) if ports else None,
+            bind_host=_bind_host(BIND_HOST.read(environ)),
+            public_ip=_public_ip(PUBLIC_IP.read(environ)),
         )
 
     @property

@@ -8,7 +8,21 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.env import Environ, env_bool, env_float, env_int, env_list, env_str
+from common.env import Environ
+from common.settings import (
+    ALLOWED_ORIGINS,
+    API_KEYS,
+    CREDENTIAL_MARGIN,
+    HOST,
+    MAX_CALL_SECONDS,
+    METRICS_TOKEN,
+    PORT,
+    RATE_LIMIT,
+    REDIS_URL,
+    SPAWNER_URL,
+    TRUST_PROXY,
+    credential_ttl,
+)
 from media.config import MediaConfig
 
 __all__ = ["SecurityConfig", "SignalingConfig"]
@@ -17,6 +31,10 @@ _DEFAULT_WEB_DIR = str(Path(__file__).resolve().parent.parent / "web")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 #: An API key shorter than this could be guessed; generate one with `openssl rand -hex 24`.
 MIN_SECRET_CHARS = 16
+#: A client may send this share of its minute's requests at once, before the rate applies.
+RATE_BURST_SHARE = 1 / 3
+#: The largest request body signaling reads (an offer's SDP is a few kB).
+MAX_BODY_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -25,20 +43,20 @@ class SecurityConfig:
 
     #: Bearer keys of server-to-server callers; empty: the API is open (local demo).
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    #: HMAC-SHA256 key of session tokens. Derived from ``api_keys`` unless set, so every
-    #: replica with the same keys issues and accepts the same tokens, across restarts.
+    #: HMAC-SHA256 key of session tokens, derived from ``api_keys``: every replica with the
+    #: same keys issues and accepts the same tokens, across restarts.
     token_secret: bytes = field(default=b"", repr=False)
     #: Seconds a session token stays valid: it must outlast the call, whose page hangs up
-    #: with it.
-    token_ttl: float = 1200.0
+    #: with it (``VOICEBOTS_MAX_CALL_SECONDS`` and a margin).
+    token_ttl: float = MAX_CALL_SECONDS.default + CREDENTIAL_MARGIN
     #: Origins whose pages may call the API from a browser (CORS); ``*``: any.
     allowed_origins: tuple[str, ...] = ("*",)
     #: Take the client address from the last ``X-Forwarded-For`` entry (set by a proxy).
-    trust_proxy: bool = False
+    trust_proxy: bool = TRUST_PROXY.default
     #: Requests to ``/start`` and offers per client address and minute; 0: no limit.
-    rate_limit: float = 60.0
+    rate_limit: float = RATE_LIMIT.default
     #: How many of those a client may send at once before the rate applies.
-    rate_burst: int = 20
+    rate_burst: int = round(RATE_LIMIT.default * RATE_BURST_SHARE)
     #: Bearer token a Prometheus scraper may use on ``/metrics`` (an API key works too).
     #: With neither keys nor this token set, ``/metrics`` is open.
     metrics_token: str = field(default="", repr=False)
@@ -49,45 +67,40 @@ class SecurityConfig:
 
     @classmethod
     def from_env(cls, environ: Environ) -> SecurityConfig:
-        keys = env_list(environ, "VOICEBOTS_API_KEYS")
+        keys = API_KEYS.read(environ)
         for index, key in enumerate(keys, start=1):
             # The message names the position, never the value: it may reach a log.
             if _guessable(key):
                 raise ValueError(
-                    f"VOICEBOTS_API_KEYS: key {index} has {len(key)} characters; each key needs "
+                    f"{API_KEYS.name}: key {index} has {len(key)} characters; each key needs "
                     f"at least {MIN_SECRET_CHARS}, without spaces (e.g. `openssl rand -hex 24`)"
                 )
-        secret = env_str(environ, "VOICEBOTS_TOKEN_SECRET", "")
-        if secret and len(secret) < MIN_SECRET_CHARS:
-            raise ValueError(
-                f"VOICEBOTS_TOKEN_SECRET has {len(secret)} characters; it needs at least "
-                f"{MIN_SECRET_CHARS}"
-            )
-        metrics_token = env_str(environ, "VOICEBOTS_METRICS_TOKEN", "")
+        metrics_token = METRICS_TOKEN.read(environ)
         if metrics_token and _guessable(metrics_token):
             raise ValueError(
-                f"VOICEBOTS_METRICS_TOKEN has {len(metrics_token)} characters; it needs at "
+                f"{METRICS_TOKEN.name} has {len(metrics_token)} characters; it needs at "
                 f"least {MIN_SECRET_CHARS}, without spaces"
             )
-        raw_origins = env_list(environ, "VOICEBOTS_ALLOWED_ORIGINS")
+        raw_origins = ALLOWED_ORIGINS.read(environ)
         origins = tuple(origin.rstrip("/").lower() for origin in raw_origins)
         for origin in origins:
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(
-                    "VOICEBOTS_ALLOWED_ORIGINS entries must be origins like "
+                    f"{ALLOWED_ORIGINS.name} entries must be origins like "
                     f"https://app.example.com[:port] (or *), got {origin!r}"
                 )
         if not raw_origins:
             # Open to every page only when the API itself is open.
             origins = () if keys else ("*",)
+        rate_limit = RATE_LIMIT.read(environ)
         return cls(
             api_keys=keys,
-            token_secret=secret.encode() if secret else _derive_secret(keys),
-            token_ttl=env_float(environ, "VOICEBOTS_TOKEN_TTL", cls.token_ttl, minimum=1.0),
+            token_secret=_derive_secret(keys),
+            token_ttl=credential_ttl(environ),
             allowed_origins=origins,
-            trust_proxy=env_bool(environ, "VOICEBOTS_TRUST_PROXY", cls.trust_proxy),
-            rate_limit=env_float(environ, "VOICEBOTS_RATE_LIMIT", cls.rate_limit),
-            rate_burst=env_int(environ, "VOICEBOTS_RATE_BURST", cls.rate_burst, minimum=1),
+            trust_proxy=TRUST_PROXY.read(environ),
+            rate_limit=rate_limit,
+            rate_burst=max(1, round(rate_limit * RATE_BURST_SHARE)),
             metrics_token=metrics_token,
         )
 
@@ -108,7 +121,7 @@ class SecurityConfig:
             scrape = "/metrics is open"
         if not self.auth_enabled:
             return (
-                "auth is OFF: VOICEBOTS_API_KEYS is not set, so anyone who reaches this server "
+                f"auth is OFF: {API_KEYS.name} is not set, so anyone who reaches this server "
                 f"can start calls (fine for a local demo); CORS origins: {origins}; "
                 f"rate limit: {rate}{proxy}; {scrape}"
             )
@@ -134,28 +147,25 @@ def _derive_secret(keys: tuple[str, ...]) -> bytes:
 
 @dataclass(frozen=True)
 class SignalingConfig:
-    host: str = "127.0.0.1"
-    port: int = 7860
+    host: str = HOST.default
+    port: int = PORT.default
     #: Base URL of the spawner's internal control API.
-    spawner_url: str = "http://127.0.0.1:7861"
+    spawner_url: str = SPAWNER_URL.default
     #: May carry a password (``rediss://:password@host``): kept out of ``repr``.
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_url: str = field(default=REDIS_URL.default, repr=False)
+    #: The page's files; tests serve another page from elsewhere.
     web_dir: str = _DEFAULT_WEB_DIR
-    max_body_bytes: int = 256 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES
     media: MediaConfig = field(default_factory=MediaConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @classmethod
     def from_env(cls, environ: Environ) -> SignalingConfig:
         return cls(
-            host=env_str(environ, "VOICEBOTS_HOST", cls.host),
-            port=env_int(environ, "VOICEBOTS_PORT", cls.port, minimum=0),
-            spawner_url=env_str(environ, "VOICEBOTS_SPAWNER_URL", cls.spawner_url).rstrip("/"),
-            redis_url=env_str(environ, "REDIS_URL", "redis://127.0.0.1:6379/0"),
-            web_dir=env_str(environ, "VOICEBOTS_WEB_DIR", cls.web_dir),
-            max_body_bytes=env_int(
-                environ, "VOICEBOTS_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024
-            ),
+            host=HOST.read(environ),
+            port=PORT.read(environ),
+            spawner_url=SPAWNER_URL.read(environ),
+            redis_url=REDIS_URL.read(environ),
             media=MediaConfig.from_env(environ),
             security=SecurityConfig.from_env(environ),
         )

@@ -34,7 +34,7 @@ _ERRORS = {
     404: "no such session, peer connection or path",
     405: "method not allowed",
     409: "the session has ended, or already has a peer connection",
-    413: "body larger than VOICEBOTS_MAX_BODY_BYTES",
+    413: "body larger than 256 KiB",
     415: "body is not application/json",
     429: "rate limit, or the API key's cap of concurrent calls (see Retry-After)",
     502: "the bot failed",

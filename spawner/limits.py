@@ -12,10 +12,10 @@ Each bot gets its own cgroup, created **under the spawner's own cgroup** (read f
   hierarchy with ``memory.limit_in_bytes`` (and ``memory.memsw.limit_in_bytes``, so swap is
   no escape).
 - The ``voicebots-<spawner pid>`` group holding the bots gets a CPU weight (v2
-  ``cpu.weight``, v1 ``cpu.shares``) of :attr:`LimitsConfig.bots_weight` ordinary processes.
-  Inside it, a bot weighs one process once it has a call, and
-  :attr:`LimitsConfig.spare_weight` of one before (warming up or idle): a refill's warm-ups
-  take what the calls leave of the CPU, and not their turns' time.
+  ``cpu.weight``, v1 ``cpu.shares``) of :data:`BOTS_WEIGHT` ordinary processes. Inside it, a
+  bot weighs one process once it has a call, and :data:`SPARE_WEIGHT` of one before (warming
+  up or idle): a refill's warm-ups take what the calls leave of the CPU, and not their turns'
+  time.
 - Where no cgroup is writable: ``RLIMIT_AS`` set on the bot from outside (prlimit) to its
   address space at fork plus the memory limit. That bounds growth, not resident memory, and
   there is no CPU cap; the spawner says so at start-up.
@@ -34,7 +34,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from common.env import Environ, env_float, env_int, env_str
+from common.env import Environ
+from common.settings import BOT_CPU, BOT_MEMORY_MB
 
 __all__ = ["Enforcement", "Limiter", "LimitsConfig", "make_limiter"]
 
@@ -48,6 +49,16 @@ CPU_PERIOD_US = 100_000
 #: ``cpu.weight``.
 V1_SHARES = 1024
 V2_WEIGHT = 100
+#: The weight of all bots together, in ordinary processes, against the processes that share
+#: the spawner's cgroup (the spawner, and signaling and the rq worker when they run beside
+#: it). Only matters while the CPU is contended: then an offer's way through signaling and
+#: the spawner is not queued behind every bot's share.
+BOTS_WEIGHT = 0.125
+#: The weight of a bot that has no call yet (warming up, or idle), against one in a call:
+#: while calls keep the CPU busy, a refill's warm-ups (~60-70 ms of CPU each) wait for them
+#: instead of delaying their replies. Under a saturated CPU a warm-up still gets this share,
+#: so it is ready well within the heartbeat timeout.
+SPARE_WEIGHT = 0.0625
 #: An exited bot's group is busy until the kernel has seen its last member go.
 RMDIR_ATTEMPTS = 50
 RMDIR_PAUSE = 0.02
@@ -62,20 +73,8 @@ class Enforcement(StrEnum):
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    cpu: float = 0.5
-    memory_mb: int = 1024
-    #: The weight of all bots together, in ordinary processes, against the processes that
-    #: share the spawner's cgroup (the spawner, and signaling and the rq worker when they run
-    #: beside it). Only matters while the CPU is contended: then an offer's way through
-    #: signaling and the spawner is not queued behind every bot's share (README, "Speed").
-    bots_weight: float = 0.125
-    #: The weight of a bot that has no call yet (warming up, or idle), against one in a call:
-    #: while calls keep the CPU busy, a refill's warm-ups (~60-70 ms of CPU each) wait for them
-    #: instead of delaying their replies (README, "Speed"). Under a saturated CPU a warm-up
-    #: still gets this share, so it is ready well within the heartbeat timeout.
-    spare_weight: float = 0.0625
-    #: ``auto`` (cgroup if writable, else rlimit), ``cgroup``, ``rlimit`` or ``off``.
-    mode: str = "auto"
+    cpu: float = BOT_CPU.default
+    memory_mb: int = BOT_MEMORY_MB.default
     #: Where cgroup hierarchies are mounted; tests point this at a scratch tree.
     cgroup_fs: str = "/sys/fs/cgroup"
     proc_self_cgroup: str = "/proc/self/cgroup"
@@ -91,20 +90,7 @@ class LimitsConfig:
 
     @classmethod
     def from_env(cls, environ: Environ) -> LimitsConfig:
-        mode = env_str(environ, "VOICEBOTS_LIMITS", cls.mode).lower()
-        if mode not in ("auto", "cgroup", "rlimit", "off"):
-            raise ValueError(f"VOICEBOTS_LIMITS must be auto, cgroup, rlimit or off; got {mode!r}")
-        return cls(
-            cpu=env_float(environ, "VOICEBOTS_BOT_CPU", cls.cpu, minimum=0.01),
-            memory_mb=env_int(environ, "VOICEBOTS_BOT_MEMORY_MB", cls.memory_mb, minimum=64),
-            bots_weight=env_float(
-                environ, "VOICEBOTS_BOTS_CPU_WEIGHT", cls.bots_weight, minimum=0.01
-            ),
-            spare_weight=env_float(
-                environ, "VOICEBOTS_SPARE_BOT_CPU_WEIGHT", cls.spare_weight, minimum=0.001
-            ),
-            mode=mode,
-        )
+        return cls(cpu=BOT_CPU.read(environ), memory_mb=BOT_MEMORY_MB.read(environ))
 
 
 class Limiter:
@@ -116,7 +102,7 @@ class Limiter:
         self.config = config
 
     def describe(self) -> str:
-        return "no per-bot limits (VOICEBOTS_LIMITS=off)"
+        return "no per-bot limits"
 
     def apply(self, pid: int) -> None:
         """Limit a freshly forked bot, at the spare bot's CPU weight."""
@@ -142,8 +128,6 @@ class Limiter:
             "enforcement": self.enforcement.value,
             "cpu": self.config.cpu,
             "memory_mb": self.config.memory_mb,
-            "bots_weight": self.config.bots_weight,
-            "spare_weight": self.config.spare_weight,
         }
 
 
@@ -173,7 +157,7 @@ class _CgroupLimiter(Limiter):
         return (
             f"bots limited by {self.enforcement.value}: {self.config.cpu} CPU, "
             f"{self.config.memory_mb} MB each, under {where}, weighing "
-            f"{self.config.bots_weight} of a process together"
+            f"{BOTS_WEIGHT} of a process together"
         )
 
     async def release(self, pid: int) -> None:
@@ -217,7 +201,7 @@ class CgroupV1Limiter(_CgroupLimiter):
 
     def apply(self, pid: int) -> None:
         cpu = self._make("cpu", pid)
-        _write(cpu / "cpu.shares", _v1_shares(self.config.spare_weight))
+        _write(cpu / "cpu.shares", _v1_shares(SPARE_WEIGHT))
         _write(cpu / "cpu.cfs_period_us", CPU_PERIOD_US)
         _write(cpu / "cpu.cfs_quota_us", self.config.cpu_quota_us)
         with contextlib.suppress(OSError):  # kernels before 5.14 have no burst
@@ -245,7 +229,7 @@ class CgroupV2Limiter(_CgroupLimiter):
 
     def apply(self, pid: int) -> None:
         directory = self._make("unified", pid)
-        _write(directory / "cpu.weight", _v2_weight(self.config.spare_weight))
+        _write(directory / "cpu.weight", _v2_weight(SPARE_WEIGHT))
         _write(directory / "cpu.max", f"{self.config.cpu_quota_us} {CPU_PERIOD_US}")
         with contextlib.suppress(OSError):  # kernels before 5.14 have no burst
             _write(directory / "cpu.max.burst", self.config.cpu_quota_us)
@@ -263,16 +247,12 @@ class CgroupV2Limiter(_CgroupLimiter):
 
 
 def make_limiter(config: LimitsConfig) -> Limiter:
-    """The strongest enforcement this host allows, as the config permits."""
-    if config.mode == "off":
-        return Limiter(config)
-    if config.mode in ("auto", "cgroup"):
-        try:
-            return _cgroup_limiter(config)
-        except OSError as exc:
-            if config.mode == "cgroup":
-                raise RuntimeError(f"VOICEBOTS_LIMITS=cgroup but {exc}") from exc
-            logger.warning(f"per-bot cgroups unavailable: {exc}")
+    """The strongest enforcement this host allows: cgroups where one is writable, else
+    ``RLIMIT_AS`` (the spawner's start-up line says which)."""
+    try:
+        return _cgroup_limiter(config)
+    except OSError as exc:
+        logger.warning(f"per-bot cgroups unavailable: {exc}")
     return RlimitLimiter(config)
 
 
@@ -299,7 +279,7 @@ def _cgroup_limiter(config: LimitsConfig) -> Limiter:
         own = v2_root / unified.lstrip("/")
         _sweep_stale(own)
         parent = _delegate_v2(own, tag)
-        _write(parent / "cpu.weight", _v2_weight(config.bots_weight))
+        _write(parent / "cpu.weight", _v2_weight(BOTS_WEIGHT))
         return CgroupV2Limiter(config, {"unified": parent})
     if "cpu" in v1 and "memory" in v1:
         parents = {}
@@ -309,7 +289,7 @@ def _cgroup_limiter(config: LimitsConfig) -> Limiter:
             parent = own / tag
             parent.mkdir(exist_ok=True)
             parents[controller] = parent
-        _write(parents["cpu"] / "cpu.shares", _v1_shares(config.bots_weight))
+        _write(parents["cpu"] / "cpu.shares", _v1_shares(BOTS_WEIGHT))
         return CgroupV1Limiter(config, parents)
     raise OSError("no cgroup hierarchy with both cpu and memory controllers")
 

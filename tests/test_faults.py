@@ -24,6 +24,7 @@ from rq import Queue
 from benchmarks.caller import CallOptions, CallResult, run_call
 from benchmarks.harness import Redis, System, run_redis, run_system
 from common.record import QUEUE_NAME
+from spawner.config import HEARTBEAT_TIMEOUT
 from tests import FIXTURES, ROOT
 
 SPEECH = FIXTURES / "hello.wav"
@@ -116,10 +117,11 @@ async def test_memory_hog_is_killed_by_its_cgroup(redis_server: Redis) -> None:
 
 
 async def test_hung_bot_is_killed_and_replaced(redis_server: Redis) -> None:
-    env = {"VOICEBOTS_FAULTS": "1", "VOICEBOTS_HEARTBEAT_TIMEOUT": "2"}
-    with run_system(redis_server, env, min_idle=1, max_bots=2) as system:
+    with run_system(redis_server, {"VOICEBOTS_FAULTS": "1"}, min_idle=1, max_bots=2) as system:
         body = {"voicebots_fault": "hang", "after": 1.0}
-        result = await run_call(_options(system, body=body, max_seconds=10.0))
+        # The caller stays past the pool's heartbeat timeout, which finds the bot hung.
+        caller_stays = HEARTBEAT_TIMEOUT + 8.0
+        result = await run_call(_options(system, body=body, max_seconds=caller_stays))
         record = await asyncio.to_thread(_wait_record, redis_server, result.session_id, 10)
         await asyncio.to_thread(_pool_refilled, system, 1)
 

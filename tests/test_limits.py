@@ -65,7 +65,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_a_killed_bot_leaves_no_process_and_no_cgroup() -> None:
-    limiter = make_limiter(LimitsConfig(mode="auto"))
+    limiter = make_limiter(LimitsConfig())
     if limiter.enforcement not in (Enforcement.CGROUP_V1, Enforcement.CGROUP_V2):
         pytest.fail(f"this host should allow per-bot cgroups, got {limiter.describe()}")
     bot = subprocess.Popen(

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from benchmarks.fakes.openai_server import run_fake_openai
 from benchmarks.fakes.server import bind_socket, serve_asgi
 from benchmarks.harness import Redis as RedisServer
-from bots.config import PostCallConfig
+from bots.config import WEBHOOK_ATTEMPTS, WEBHOOK_BACKOFF, PostCallConfig
 from common.record import QUEUE_NAME, CallRecord, CallStatus, TranscriptLine, call_key
 from spawner.postcall import enqueue_postcall, postcall_job_id, run_postcall, verify_signature
 from spawner.summary import (
@@ -145,13 +145,8 @@ async def run_receiver(*statuses: int) -> AsyncIterator[Receiver]:
         yield receiver
 
 
-def webhook_settings(receiver: Receiver, **extra: str) -> dict[str, str]:
-    return {
-        "VOICEBOTS_WEBHOOK_URL": receiver.url,
-        "VOICEBOTS_WEBHOOK_SECRET": SECRET,
-        "VOICEBOTS_WEBHOOK_BACKOFF": "0.01",
-        **extra,
-    }
+def webhook_settings(receiver: Receiver) -> dict[str, str]:
+    return {"VOICEBOTS_WEBHOOK_URL": receiver.url, "VOICEBOTS_WEBHOOK_SECRET": SECRET}
 
 
 def test_extractive_summary_is_deterministic_and_useful() -> None:
@@ -202,8 +197,7 @@ async def test_openai_summary_through_fake(redis_url: str, client: redis.Redis) 
     settings = {
         "OPENAI_BASE_URL": "",
         "OPENAI_API_KEY": "sk-fake-key",
-        "VOICEBOTS_LLM": "openai",
-        "VOICEBOTS_OPENAI_LLM_MODEL": "gpt-test-mini",
+        "VOICEBOTS_LLM": "openai:gpt-test-mini",
     }
     async with run_fake_openai(api_key="sk-fake-key") as fake:
         settings["OPENAI_BASE_URL"] = fake.base_url
@@ -267,13 +261,13 @@ async def test_webhook_retried_after_server_errors(redis_url: str, client: redis
     record = make_record(client)
     async with run_receiver(500, 500, 200) as receiver:
         enqueue_postcall(client, record.session_id)
-        await run_worker(redis_url, **webhook_settings(receiver, VOICEBOTS_WEBHOOK_BACKOFF="0.1"))
+        await run_worker(redis_url, **webhook_settings(receiver))
     assert len(receiver.bodies) == 3
     assert len(set(receiver.bodies)) == 1
-    # Backoff doubles: 0.1 s, then 0.2 s.
+    # Backoff doubles: 1 s, then 2 s.
     first, second, third = receiver.arrived
     first_gap, second_gap = second - first, third - second
-    assert first_gap >= 0.1 and second_gap >= 0.2
+    assert first_gap >= WEBHOOK_BACKOFF and second_gap >= 2 * WEBHOOK_BACKOFF
     for body, headers in zip(receiver.bodies, receiver.headers, strict=True):
         timestamp = headers[TIMESTAMP_HEADER.lower()]
         assert verify_signature(SECRET, timestamp, body, headers[SIGNATURE_HEADER.lower()])
@@ -288,12 +282,11 @@ async def test_webhook_permanent_failure_fails_the_job(redis_url: str, client: r
     record = make_record(client)
     async with run_receiver(503) as receiver:
         enqueue_postcall(client, record.session_id)
-        settings = webhook_settings(receiver, VOICEBOTS_WEBHOOK_ATTEMPTS="3")
-        output = await run_worker(redis_url, **settings)
-    assert len(receiver.bodies) == 3
+        output = await run_worker(redis_url, **webhook_settings(receiver))
+    assert len(receiver.bodies) == WEBHOOK_ATTEMPTS
     fields = stored(client, record.session_id)
     assert fields["webhook_status"] == "failed"
-    assert fields["webhook_attempts"] == "3"
+    assert fields["webhook_attempts"] == str(WEBHOOK_ATTEMPTS)
     assert "HTTP 503" in fields["webhook_error"]
     assert fields["summary"] == extractive_summary(record)  # the summary survives
     job = Job.fetch(postcall_job_id(record.session_id), connection=client)
@@ -320,13 +313,12 @@ async def test_webhook_connection_refused_is_retried(client: redis.Redis) -> Non
     record = make_record(client)
     with bind_socket() as sock:  # bound but never listening: connections are refused
         host, port = sock.getsockname()[:2]
-        config = PostCallConfig.from_env(
-            {
-                "VOICEBOTS_WEBHOOK_URL": f"http://{host}:{port}/hook",
-                "VOICEBOTS_WEBHOOK_SECRET": SECRET,
-                "VOICEBOTS_WEBHOOK_ATTEMPTS": "2",
-                "VOICEBOTS_WEBHOOK_BACKOFF": "0.01",
-            }
+        settings = {
+            "VOICEBOTS_WEBHOOK_URL": f"http://{host}:{port}/hook",
+            "VOICEBOTS_WEBHOOK_SECRET": SECRET,
+        }
+        config = replace(
+            PostCallConfig.from_env(settings), webhook_attempts=2, webhook_backoff=0.01
         )
         with pytest.raises(WebhookDeliveryError, match="after 2 tries: ConnectError") as error:
             await asyncio.to_thread(run_postcall, config, client, record.session_id)

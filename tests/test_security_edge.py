@@ -54,10 +54,16 @@ def test_the_token_secret_is_derived_from_the_keys_in_any_order() -> None:
     other = SecurityConfig.from_env({"VOICEBOTS_API_KEYS": KEY})
     assert one.token_secret == two.token_secret != other.token_secret
     assert len(one.token_secret) == 32 and KEY.encode() not in one.token_secret
-    explicit = SecurityConfig.from_env(
-        {"VOICEBOTS_API_KEYS": KEY, "VOICEBOTS_TOKEN_SECRET": "s" * 32}
+
+
+def test_tokens_outlast_the_longest_call_and_bursts_are_a_third_of_the_rate() -> None:
+    default = SecurityConfig.from_env({})
+    assert (default.token_ttl, default.rate_limit, default.rate_burst) == (1200.0, 60.0, 20)
+    assert default == SecurityConfig()
+    config = SecurityConfig.from_env(
+        {"VOICEBOTS_MAX_CALL_SECONDS": "60", "VOICEBOTS_RATE_LIMIT": "2"}
     )
-    assert explicit.token_secret == b"s" * 32
+    assert (config.token_ttl, config.rate_limit, config.rate_burst) == (360.0, 2.0, 1)
 
 
 @pytest.mark.parametrize(
@@ -67,12 +73,12 @@ def test_the_token_secret_is_derived_from_the_keys_in_any_order() -> None:
             {"VOICEBOTS_API_KEYS": f"{KEY},short-key"},
             "VOICEBOTS_API_KEYS: key 2 has 9 characters; each key needs at least 16",
         ),
-        ({"VOICEBOTS_TOKEN_SECRET": "tiny"}, "VOICEBOTS_TOKEN_SECRET has 4 characters"),
+        ({"VOICEBOTS_METRICS_TOKEN": "tiny"}, "VOICEBOTS_METRICS_TOKEN has 4 characters"),
         (
             {"VOICEBOTS_ALLOWED_ORIGINS": "https://a.example.com/page"},
             "VOICEBOTS_ALLOWED_ORIGINS entries must be origins like https://app.example.com",
         ),
-        ({"VOICEBOTS_TOKEN_TTL": "0"}, "VOICEBOTS_TOKEN_TTL must be >= 1.0"),
+        ({"VOICEBOTS_MAX_CALL_SECONDS": "0"}, "VOICEBOTS_MAX_CALL_SECONDS must be >= 1.0"),
         ({"VOICEBOTS_TRUST_PROXY": "maybe"}, "VOICEBOTS_TRUST_PROXY must be a boolean"),
     ],
 )
@@ -85,10 +91,11 @@ def test_bad_settings_name_the_variable_not_the_secret(env: dict[str, str], mess
 
 def test_secrets_stay_out_of_reprs_and_descriptions() -> None:
     config = SecurityConfig.from_env(
-        {"VOICEBOTS_API_KEYS": KEY, "VOICEBOTS_TOKEN_SECRET": "t" * 20}
+        {"VOICEBOTS_API_KEYS": KEY, "VOICEBOTS_METRICS_TOKEN": "t" * 20}
     )
     for text in (repr(config), config.describe()):
         assert KEY not in text and "t" * 20 not in text
+        assert config.token_secret.hex() not in text
     assert KEY not in owner_id(KEY) and len(owner_id(KEY)) == 24
 
 

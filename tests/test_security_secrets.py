@@ -3,7 +3,7 @@
 A throwaway CA signs a certificate for a private ``redis-server`` that speaks only TLS and
 wants a password; ``REDIS_URL=rediss://:<password>@…?ssl_ca_certs=…`` is all the spawner,
 signaling and the rq worker are given. A real call goes through with every secret setting in
-use — API key, token secret, TURN secret, webhook secret, the Redis password — and logging at
+use — API key, metrics token, TURN secret, webhook secret, the Redis password — and logging at
 DEBUG; then none of those values may appear in any process's output or in the stored record
 (which carries the bot's log lines).
 """
@@ -33,17 +33,19 @@ from benchmarks.caller import CallOptions, run_call
 from benchmarks.fakes.server import serve_asgi
 from benchmarks.harness import Redis, free_port, run_system, run_worker_burst, wait_until
 from common.record import QUEUE_NAME
+from signaling.config import SecurityConfig
 from spawner.webhook import SIGNATURE_HEADER
 from tests import FIXTURES
 
 API_KEY = "api-key-8d41c0b7e29f6a35"
-TOKEN_SECRET = "token-secret-1f9b3e7d05c2a864"
+METRICS_TOKEN = "metrics-token-1f9b3e7d05c2a864"
 TURN_SECRET = "turn-secret-62ad0e9c4b7f1358"
 WEBHOOK_SECRET = "webhook-secret-3c7a9e1d5f0b2846"
 REDIS_PASSWORD = "redis-password-95e2c7a1d3f4b608"
 SECRETS = {
     "API key": API_KEY,
-    "token secret": TOKEN_SECRET,
+    "metrics token": METRICS_TOKEN,
+    "token secret": SecurityConfig.from_env({"VOICEBOTS_API_KEYS": API_KEY}).token_secret.hex(),
     "TURN secret": TURN_SECRET,
     "webhook secret": WEBHOOK_SECRET,
     "Redis password": REDIS_PASSWORD,
@@ -150,7 +152,7 @@ async def test_a_call_through_tls_redis_leaves_no_secret_in_any_log() -> None:
         async with run_webhook_receiver() as (hook_url, hooks):
             env = {
                 "VOICEBOTS_API_KEYS": API_KEY,
-                "VOICEBOTS_TOKEN_SECRET": TOKEN_SECRET,
+                "VOICEBOTS_METRICS_TOKEN": METRICS_TOKEN,
                 "VOICEBOTS_ICE_SERVERS": f"turn:127.0.0.1:{closed_turn}?transport=tcp",
                 "VOICEBOTS_TURN_SECRET": TURN_SECRET,
                 "VOICEBOTS_WEBHOOK_URL": hook_url,

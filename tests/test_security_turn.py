@@ -1,7 +1,7 @@
 """Short-lived TURN credentials (the TURN REST scheme), checked by a real coturn.
 
-With ``VOICEBOTS_TURN_SECRET`` every ``iceConfig`` carries its own credentials, valid
-``VOICEBOTS_TURN_TTL`` seconds: username ``"<expiry>:<session id>"``, credential
+With ``VOICEBOTS_TURN_SECRET`` every ``iceConfig`` carries its own credentials, valid 300 s
+past ``VOICEBOTS_MAX_CALL_SECONDS``: username ``"<expiry>:<session id>"``, credential
 base64(HMAC-SHA1(secret, username)) — what coturn's ``use-auth-secret`` checks without
 storing any user. The bots mint theirs when a call gathers candidates.
 """
@@ -32,12 +32,13 @@ SECRET = "turn-shared-secret-7c1e9a"
 REALM = "voicebots.test"
 
 
-def _config(ttl: str = "600", url: str = "turn:127.0.0.1:3478") -> MediaConfig:
+def _config(longest_call: str = "300", url: str = "turn:127.0.0.1:3478") -> MediaConfig:
+    """Credentials valid the longest call and 300 s more: 600 s by default."""
     return MediaConfig.from_env(
         {
             "VOICEBOTS_ICE_SERVERS": f"stun:127.0.0.1:3478,{url}",
             "VOICEBOTS_TURN_SECRET": SECRET,
-            "VOICEBOTS_TURN_TTL": ttl,
+            "VOICEBOTS_MAX_CALL_SECONDS": longest_call,
         }
     )
 
@@ -50,7 +51,7 @@ def _expected(username: str) -> str:
 
 def test_ice_config_carries_per_session_time_limited_credentials() -> None:
     before = time.time()
-    servers = _config(ttl="900").ice_config("sess42")["iceServers"]
+    servers = _config(longest_call="600").ice_config("sess42")["iceServers"]
     assert servers[0] == {"urls": "stun:127.0.0.1:3478"}
     expiry, name = servers[1]["username"].split(":")
     assert name == "sess42"
@@ -92,9 +93,9 @@ def test_bots_mint_their_credentials_when_read() -> None:
             {
                 "VOICEBOTS_ICE_SERVERS": "turn:t.example.org",
                 "VOICEBOTS_TURN_SECRET": SECRET,
-                "VOICEBOTS_TURN_TTL": "5",
+                "VOICEBOTS_MAX_CALL_SECONDS": "0.5",
             },
-            "VOICEBOTS_TURN_TTL must be >= 60.0",
+            "VOICEBOTS_MAX_CALL_SECONDS must be >= 1.0",
         ),
     ],
 )

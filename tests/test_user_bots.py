@@ -143,8 +143,7 @@ async def bot(runner_args):
 
 def test_a_bot_that_hangs_after_hang_up_is_ended(redis_server: Redis, tmp_path: Path) -> None:
     path = _write(tmp_path, "stubborn_bot.py", STUBBORN_BOT)
-    env = {"VOICEBOTS_BOT": str(path), "VOICEBOTS_HEARTBEAT_TIMEOUT": "3"}
-    with run_system(redis_server, env, min_idle=1) as system:
+    with run_system(redis_server, {"VOICEBOTS_BOT": str(path)}, min_idle=1) as system:
         result = _call(system, max_seconds=6.0)
         record = redis_server.record(result.session_id)
         pid = int(record["bot_pid"])
@@ -217,7 +216,8 @@ def _voicebots(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def test_the_spawner_refuses_a_broken_bot_at_start_up(redis_server: Redis, tmp_path: Path) -> None:
     path = _write(tmp_path, "sync.py", BAD_FILES["sync.py"][0])
-    env = {**base_env(redis_server.url), "VOICEBOTS_SPAWNER_PORT": str(free_port())}
+    spawner_url = f"http://127.0.0.1:{free_port()}"
+    env = {**base_env(redis_server.url), "VOICEBOTS_SPAWNER_URL": spawner_url}
     done = _voicebots("spawner", "--bot", str(path), env=env)
     assert done.returncode == 2, done.stderr
     assert f"`bot` in {path} is not an async function" in done.stderr

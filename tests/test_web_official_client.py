@@ -3,8 +3,9 @@
 A tiny page (tests/web/official/) built from ``@pipecat-ai/client-js`` and
 ``@pipecat-ai/small-webrtc-transport`` — installed from the npm registry into a temporary
 directory at test time and bundled with esbuild, never committed — is served by signaling
-(``VOICEBOTS_WEB_DIR``) and runs in Chromium: ``startBotAndConnect({endpoint: "/start"})``,
-which makes the transport offer to ``/sessions/{id}/api/offer`` and trickle candidates there.
+(started with that page's directory in its config) and runs in Chromium:
+``startBotAndConnect({endpoint: "/start"})``, which makes the transport offer to
+``/sessions/{id}/api/offer`` and trickle candidates there.
 The transport's device layer is a small getUserMedia one (mic_media_manager.js): its default
 downloads Daily's call machine from c.daily.co, which test machines cannot reach.
 The package versions are pinned in tests/web/official/package.json; bump them on purpose.
@@ -19,14 +20,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
-from benchmarks.harness import Redis, System, run_fake_openai_process, run_system
+from benchmarks.harness import Redis, System, run_fake_openai_process, run_system, wait_until
 from tests import FIXTURES, ROOT
 from tests.web.browser import launch_chromium, make_mic_wav, run_playwright
 
@@ -44,6 +47,17 @@ from bots.agent import bot as agent
 async def bot(runner_args: RunnerArguments):
     logger.info(f"user bot file: {type(runner_args).__name__} {runner_args.session_id}")
     await agent(runner_args)
+"""
+#: Signaling as ``voicebots signaling`` runs it, serving the page directory given as argv[1]
+#: in place of voicebots' own (a field of its config that no setting reaches).
+SIGNALING_WITH_SITE = """
+import dataclasses, os, sys
+from common.logs import configure_logging
+from signaling.config import SignalingConfig
+from signaling.service import run_signaling
+config = dataclasses.replace(SignalingConfig.from_env(os.environ), web_dir=sys.argv[1])
+configure_logging("signaling", os.environ)
+run_signaling(config)
 """
 #: What npm prints when it cannot reach the registry (as opposed to a broken package.json).
 _OFFLINE_MARKERS = (
@@ -131,6 +145,25 @@ def _replied(events: list[dict[str, Any]]) -> bool:
     return reply is not None and "bot-stopped-speaking" in kinds[reply:]
 
 
+def _serve_site(system: System, site: Path) -> None:
+    """Restart the system's signaling with the official client's page as its page."""
+    system.stop("signaling")
+    log = system.logs / "signaling.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SIGNALING_WITH_SITE, str(site)],
+            env=system.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    system.processes["signaling"] = process
+
+    def healthy() -> bool:
+        return httpx.get(f"{system.url}/healthz", timeout=2).status_code == 200
+
+    wait_until(healthy, 30, "signaling", process, log)
+
+
 def _live_session(system: System) -> str:
     calls = system.status()["calls"]
     assert len(calls) == 1, calls
@@ -142,7 +175,7 @@ def test_official_client_receives_transcripts(
     redis_server: Redis, site: Path, tmp_path: Path, bot: str
 ) -> None:
     mic = make_mic_wav(FIXTURES / "hello.wav", tmp_path / "mic.wav", lead_s=1.0, tail_s=30)
-    env = {"VOICEBOTS_GREETING": "", "VOICEBOTS_WEB_DIR": str(site)}
+    env = {"VOICEBOTS_GREETING": ""}
     bot_file = tmp_path / "my_bot.py"
     if bot == "user_bot_file":
         bot_file.write_text(USER_BOT)
@@ -157,6 +190,7 @@ def test_official_client_receives_transcripts(
         ) as system,
         run_playwright() as playwright,
     ):
+        _serve_site(system, site)
         browser = launch_chromium(playwright, mic)
         try:
             page = browser.new_page()

@@ -1,11 +1,15 @@
 """The ``voicebots`` command.
 
-voicebots up [--bot BOT]       signaling + spawner + rq worker, supervised together
-voicebots signaling            the public HTTP service
-voicebots spawner [--bot BOT]  the warm pool of bot processes and its control API
+voicebots up [options]         signaling + spawner + rq worker, supervised together
+voicebots signaling [options]  the public HTTP service
+voicebots spawner [options]    the warm pool of bot processes and its control API
 voicebots worker      the rq worker for post-call jobs (``--burst`` to drain and exit)
+voicebots settings    every setting, its default and meaning, as README's Markdown table
 voicebots call URL    the headless caller (see ``voicebots call --help``)
 voicebots bench       the benchmark against a bare aiortc server (see ``voicebots bench --help``)
+
+An option (``--port``, ``--max-bots`` …) overrides its setting's environment variable, for
+this process and the ones it starts; ``voicebots up --help`` lists them.
 """
 
 from __future__ import annotations
@@ -16,13 +20,28 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import redis
 from loguru import logger
 
-from bots.bot_file import BOT_ENV, BUILTIN_BOT
+from bots.bot_file import BUILTIN_BOT
 from common.env import redact_url
 from common.logs import configure_logging
+from common.settings import (
+    BOT,
+    HOST,
+    LOG_LEVEL,
+    MAX_BOTS,
+    MIN_IDLE,
+    PORT,
+    PUBLIC_IP,
+    REDIS_URL,
+    SPAWNER_URL,
+    UDP_PORTS,
+    Setting,
+    markdown_table,
+)
 from common.tracing import Tracing
 
 __all__ = ["main"]
@@ -39,7 +58,7 @@ def _check_redis(url: str) -> str | None:
     except redis.RedisError as exc:
         return (
             f"Redis is not reachable at {redact_url(url)} ({exc}). Start one (e.g. "
-            "`redis-server --port 6379`) or set REDIS_URL."
+            f"`redis-server --port 6379`) or set {REDIS_URL.name} ({REDIS_URL.option})."
         )
     return None
 
@@ -97,36 +116,42 @@ def _worker(burst: bool) -> int:
 
 def _up() -> int:
     """Run the three processes; a signal stops them all, a dying one stops the rest."""
-    from bots.compat import check_pipecat
-    from bots.config import AgentConfig, BotConfig
+    from bots.compat import upstream_problem
+    from bots.config import AgentConfig, PostCallConfig
+    from signaling.config import SignalingConfig
+    from spawner.config import SpawnerConfig
 
     try:
-        bot = BotConfig.from_env(os.environ).bot
+        # Every process's settings, checked before any starts.
+        bot = SpawnerConfig.from_env(os.environ).bot.bot
+        SignalingConfig.from_env(os.environ)
+        PostCallConfig.from_env(os.environ)
         if bot == BUILTIN_BOT:
             AgentConfig.from_env(os.environ)
-        check_pipecat()
     except ValueError as exc:
         return _fail(str(exc))
-    # A broken bot file stops here, before anything starts (the spawner checks it too).
+    # An unsupported upstream library or a broken bot file stops here, before anything starts
+    # (the spawner checks them too).
+    problem = upstream_problem()
+    if problem:
+        return _fail(problem)
     checked = subprocess.run(
         [sys.executable, "-m", "bots.bot_file", bot], capture_output=True, text=True, check=False
     )
     if checked.returncode != 0:
         return _fail(checked.stderr.strip() or f"bot file {bot} cannot run")
-    problem = _check_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    problem = _check_redis(REDIS_URL.read(os.environ))
     if problem:
         return _fail(problem)
     command = [sys.executable, "-m", "voicebots"]
-    env = dict(os.environ)
-    if sys.stderr.isatty():
-        env.setdefault("VOICEBOTS_LOG_FORMAT", "text")  # a person is watching
     # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which forwards one
-    # SIGTERM per Ctrl-C (the first drains, a second ends calls at once).
+    # SIGTERM per Ctrl-C (the first drains, a second ends calls at once). The children
+    # inherit the environment, options included.
     children = {
-        name: subprocess.Popen([*command, name], env=env, start_new_session=True)
+        name: subprocess.Popen([*command, name], start_new_session=True)
         for name in ("spawner", "signaling", "worker")
     }
-    port = os.environ.get("VOICEBOTS_PORT", "7860")
+    port = PORT.read(os.environ)
     print(f"voicebots: open http://localhost:{port} (Ctrl-C to stop)", flush=True)
     requested = 0  # stop requests received (signals); the loop below acts on them
     forwarded = 0
@@ -155,6 +180,38 @@ def _up() -> int:
     return code
 
 
+#: The settings each command takes as options, besides their environment variables.
+OPTIONS: dict[str, tuple[Setting[Any], ...]] = {
+    "up": (BOT, HOST, PORT, MAX_BOTS, MIN_IDLE, REDIS_URL, PUBLIC_IP, UDP_PORTS, LOG_LEVEL),
+    "spawner": (BOT, MAX_BOTS, MIN_IDLE, REDIS_URL, SPAWNER_URL, PUBLIC_IP, UDP_PORTS, LOG_LEVEL),
+    "signaling": (HOST, PORT, REDIS_URL, SPAWNER_URL, LOG_LEVEL),
+    "worker": (REDIS_URL, LOG_LEVEL),
+}
+
+
+def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    for setting in OPTIONS[command]:
+        default = setting.default_text.replace("`", "")
+        parser.add_argument(
+            setting.option,
+            dest=setting.name,
+            metavar=setting.option.removeprefix("--").replace("-", "_").upper(),
+            type=_option_type(setting),
+            help=f"{setting.meaning.replace('`', '')} (default: ${setting.name}, else "
+            f"{default})".replace("%", "%%"),
+        )
+
+
+def _option_type(setting: Setting[Any]) -> Any:
+    def check(raw: str) -> str:
+        try:
+            return setting.check_option(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "call":
@@ -167,23 +224,25 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(args[1:])
     parser = argparse.ArgumentParser(prog="voicebots", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    bot_help = (
-        "the bot file: a path to a .py file or a dotted module name defining "
-        "`async def bot(runner_args)` (default: $VOICEBOTS_BOT, else the built-in agent)"
-    )
-    up = sub.add_parser("up", help="run signaling, spawner and worker together")
-    up.add_argument("--bot", help=bot_help)
-    sub.add_parser("signaling", help="run the public signaling service")
-    spawner = sub.add_parser("spawner", help="run the bot spawner")
-    spawner.add_argument("--bot", help=bot_help)
+    _add_options(sub.add_parser("up", help="run signaling, spawner and worker together"), "up")
+    _add_options(sub.add_parser("signaling", help="run the public signaling service"), "signaling")
+    _add_options(sub.add_parser("spawner", help="run the bot spawner"), "spawner")
     worker = sub.add_parser("worker", help="run the post-call rq worker")
     worker.add_argument("--burst", action="store_true", help="drain the queue, then exit")
+    _add_options(worker, "worker")
+    sub.add_parser("settings", help="print every setting as a Markdown table")
     sub.add_parser("call", help="call a voicebots server from the command line")
     sub.add_parser("bench", help="benchmark voicebots against a bare aiortc server")
     parsed = parser.parse_args(args)
-    if getattr(parsed, "bot", None):
-        # The entry point's own setting: the spawner (and, through it, the zygote) reads it.
-        os.environ[BOT_ENV] = parsed.bot
+    if parsed.command == "settings":
+        sys.stdout.write(markdown_table())
+        return 0
+    for setting in OPTIONS[parsed.command]:
+        value = getattr(parsed, setting.name)
+        if value is not None:
+            # Read by this process's configs, and inherited by the processes it starts (the
+            # zygote reads the bot file's name, and the built-in agent its settings, there).
+            os.environ[setting.name] = value
     try:
         if parsed.command == "up":
             return _up()
