@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 import yaml
 
 from bots.config import PostCallConfig
+from common.settings import is_declared
 from media.config import MediaConfig
 from media.ports import PortRange
 from signaling.config import SignalingConfig
@@ -118,6 +120,23 @@ def test_compose_settings_agree_with_what_the_code_reads() -> None:
     # docker stops the spawner only after its drain has had its time.
     grace = _seconds(services["spawner"]["stop_grace_period"])
     assert grace > spawner.drain_timeout
+
+
+def test_deployments_set_only_declared_settings() -> None:
+    """A variable the code does not read would be a setting silently ignored."""
+    named = {
+        name
+        for service in _compose()["services"].values()
+        for name in service.get("environment", {})
+    }
+    named |= set(tomllib.loads((FLY / "fly.toml").read_text())["env"])
+    named |= set(re.findall(r"^ENV (\w+)=", (ROOT / "Dockerfile").read_text(), re.MULTILINE))
+    secrets = re.search(r"^SECRETS=\((.*?)\)", (FLY / "deploy.sh").read_text(), re.S | re.M)
+    assert secrets is not None
+    named |= set(secrets[1].split())
+    ours = {n for n in named if n.startswith(("VOICEBOTS_", "OPENAI_", "ELEVENLABS_", "REDIS_"))}
+    assert {"REDIS_URL", "VOICEBOTS_SPOOL_DIR", "VOICEBOTS_MAX_BOTS"} <= ours
+    assert sorted(n for n in ours if not is_declared(n)) == []
 
 
 def test_compose_takes_the_public_ip_and_keys_from_the_shell() -> None:
