@@ -18,6 +18,7 @@ from benchmarks.harness import SYSTEMS_DIR_ENV, Redis, run_redis
 #: - e2e: the whole system as real processes, in browsers, or under podman compose.
 TIERS: dict[str, str] = {
     # unit
+    "test_docs": "unit",
     "test_gather_ahead": "unit",
     "test_media_config": "unit",
     "test_media_decoding": "unit",
