@@ -17,20 +17,21 @@ uses it; tests that need another value build the frozen config with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from common.env import (
     Environ,
+    Service,
+    Setting,
     parse_bool,
     parse_choice,
     parse_float,
     parse_int,
     parse_list,
+    parse_service,
     parse_url,
 )
 
@@ -58,52 +59,6 @@ class Group(StrEnum):
     POST_CALL = "post-call"
     OBSERVABILITY = "observability"
     TESTING = "testing"
-
-
-@dataclass(frozen=True)
-class Setting(Generic[T]):
-    """One environment variable: how it parses, what it defaults to, what it means."""
-
-    name: str
-    group: Group
-    default: T
-    #: One line for README's table.
-    meaning: str
-    #: ``(text, name) -> value``; raises ``ValueError`` naming ``name``.
-    parse: Callable[[str, str], T] = field(repr=False)
-    #: The default as the table shows it, where the value itself would not say it.
-    shown: str = ""
-    #: The ``voicebots`` command's option that overrides the variable, e.g. ``--port``.
-    option: str = ""
-    #: Set but empty is a value (an empty greeting: none), not the default.
-    keep_empty: bool = False
-
-    def read(self, environ: Environ) -> T:
-        raw = environ.get(self.name)
-        if raw is None:
-            return self.default
-        text = raw.strip()
-        if not text and not self.keep_empty:
-            return self.default
-        return self.parse(text, self.name)
-
-    def check_option(self, raw: str) -> str:
-        """The option's text, once it parses (a bad one is refused naming the option)."""
-        self.parse(raw.strip(), self.option)
-        return raw.strip()
-
-    @property
-    def default_text(self) -> str:
-        if self.shown:
-            return self.shown
-        value: Any = self.default
-        if value is None or value in ("", ()):
-            return "none"
-        if isinstance(value, bool):
-            return "`1`" if value else "`0`"
-        if isinstance(value, float):
-            return f"`{value:g}`"
-        return f"`{value}`"
 
 
 _declared: list[Setting[Any]] = []
@@ -162,33 +117,6 @@ TTS_MODELS = {"offline": "", "openai": "gpt-4o-mini-tts", "elevenlabs": "eleven_
 TTS_VOICES = {"offline": "", "openai": "alloy", "elevenlabs": "21m00Tcm4TlvDq8ikWAM"}
 
 
-@dataclass(frozen=True)
-class Service:
-    """A provider, and the model (and, for speech, the voice) it runs."""
-
-    provider: str
-    model: str = ""
-    voice: str = ""
-
-
-def _parse_service(
-    raw: str, name: str, models: dict[str, str], voices: dict[str, str] | None
-) -> Service:
-    # ``provider[:model][@voice]``: a model name may hold colons (``llama3.1:8b``).
-    spec, at, voice = raw.partition("@") if voices is not None else (raw, "", "")
-    provider, _, model = spec.partition(":")
-    provider = provider.strip().lower()
-    if provider not in models:
-        raise ValueError(f"{name} must name one of {', '.join(models)}; got {raw!r}")
-    if provider == "offline" and (model or at):
-        raise ValueError(f"{name}: the offline provider takes no model or voice; got {raw!r}")
-    return Service(
-        provider,
-        model.strip() or models[provider],
-        (voice.strip() or voices[provider]) if voices is not None else "",
-    )
-
-
 def _service(
     name: str,
     meaning: str,
@@ -196,7 +124,7 @@ def _service(
     models: dict[str, str],
     voices: dict[str, str] | None = None,
 ) -> Setting[Service | None]:
-    parse = partial(_parse_service, models=models, voices=voices)
+    parse = partial(parse_service, models=models, voices=voices)
     setting: Setting[Service | None] = Setting(name, Group.AGENT, None, meaning, parse, shown)
     return _declare(setting)
 
@@ -511,7 +439,7 @@ def markdown_table() -> str:
     """README's settings table (what ``voicebots settings`` prints)."""
     lines = ["| group | variable | option | default | meaning |", "|---|---|---|---|---|"]
     for group in Group:
-        for s in (s for s in SETTINGS if s.group is group):
+        for s in (s for s in SETTINGS if s.group == group):
             option = f"`{s.option}`" if s.option else ""
             cells = (group.value, f"`{s.name}`", option, s.default_text, s.meaning)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
