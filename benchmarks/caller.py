@@ -51,7 +51,6 @@ from media.audio import (
     speech_end,
     write_wav,
 )
-from media.decoding import decode_audio_inline
 from media.jitter import tune_audio_receivers
 from media.tracks import SAMPLE_RATE, WavTrack, frame_to_mono
 
@@ -270,7 +269,6 @@ class Call:
             RTCSessionDescription(sdp=answer["sdp"], type=answer.get("type", "answer"))
         )
         tune_audio_receivers(pc, 0)
-        decode_audio_inline(pc)
         if self._options.trickle:
             await self._client.patch_candidates(
                 self.session_id, self.pc_id, candidates_from_sdp(sdp)

@@ -42,7 +42,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bots.config import AgentConfig
 from bots.services import OpenAISession, make_llm, make_stt, make_tts, preconnect
-from bots.vad import InlineSileroVAD
+from bots.vad import MeasuringSileroVAD
 
 __all__ = ["CONFIG", "bot"]
 
@@ -104,7 +104,7 @@ async def bot(runner_args: RunnerArguments) -> None:
     providers = CONFIG.providers
     uses_openai = "openai" in (providers.stt, providers.llm, providers.tts)
     session = OpenAISession.open(providers) if uses_openai else None
-    vad = InlineSileroVAD(params=VADParams(stop_secs=CONFIG.vad_stop_secs))
+    vad = MeasuringSileroVAD(params=VADParams(stop_secs=CONFIG.vad_stop_secs))
     aggregators = LLMContextAggregatorPair(
         LLMContext(),
         user_params=LLMUserAggregatorParams(

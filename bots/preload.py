@@ -3,9 +3,7 @@
 Everything heavy and fork-safe is imported here so each bot starts with it already in memory,
 shared copy-on-write. Objects that own threads or native sessions (onnxruntime inference
 sessions, aiortc peers, event loops) are not fork-safe and are created in each bot after the
-fork, by :func:`bots.connection.prepare_connection` and the bot file's ``bot()``. What
-they are built from can be made here: the VAD's graph as onnxruntime optimizes it is
-computed once (:func:`bots.vad.optimized_graph`), and only its bytes are inherited.
+fork, by :func:`bots.connection.prepare_connection` and the bot file's ``bot()``.
 
 A module a bot imports itself costs it twice: CPU while it warms up or, worse, on the first
 turn's critical path, and private memory for the module's objects. To see what bots still
@@ -35,10 +33,7 @@ import bots.process
 import bots.providers.espeak_tts
 import bots.providers.offline_llm
 import bots.providers.offline_stt
-import bots.recording
-import bots.rehearsal
-import bots.request_rehearsal
-import bots.vad
+import bots.recording  # noqa: F401
 from bots.bot_file import BOT_ENV, BUILTIN_BOT, load_bot
 
 #: Modules otherwise imported inside each bot, after the fork.
@@ -46,7 +41,7 @@ LAZY_MODULES = (
     # multiprocessing re-runs the parent's main module in every child before the bot starts
     # ("main module fixup"). ``python -m voicebots`` is exempt (a package's ``__main__``); the
     # ``voicebots`` console script is not, and imports ``voicebots.cli``: with it here, the
-    # re-run only rebinds names instead of importing redis (~100 ms of CPU per bot).
+    # re-run only rebinds names instead of importing redis in every bot.
     "argparse",
     "redis",
     "voicebots.cli",
@@ -59,6 +54,10 @@ LAZY_MODULES = (
     "anyio.streams.stapled",
     "anyio.streams.tls",
     "jiter",
+    # The OpenAI client's resources, imported on their first use: the first turn's requests.
+    "openai.resources.models",
+    "openai.resources.audio.audio",
+    "openai.resources.chat.chat",
     # DTLS at the first offer: aiortc serializes its certificate, ciphers from cryptography.
     "cryptography.hazmat.backends.openssl.backend",
     "cryptography.hazmat.primitives.ciphers",
@@ -73,10 +72,6 @@ for _name in LAZY_MODULES:
     # A module that a later version of a dependency no longer has only costs speed.
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
-bots.rehearsal.rehearse_offer()
-bots.request_rehearsal.rehearse_requests()
-bots.vad.optimized_graph()
-
 # The bot file, once: its imports and whatever it loads at import time are shared by every
 # bot. The fork server inherits the spawner's environment, its only configuration; the
 # spawner has checked the file before it started the zygote.

@@ -3,9 +3,9 @@
 The spawner starts this in a child forked from the zygote, which has imported the bot file,
 and talks to it over a socketpair (see :mod:`bots.protocol`). Lifecycle::
 
-    prepare (peer connection, ICE candidates, the answer rehearsed) → ready
-    → assign (the session: its id, its body, maybe its offer) → bot(runner_args)
-    → offer → answer → … → bye → exit
+    prepare (the peer connection) → ready
+    → assign (the session: its id, its body, its first offer) → answer → bot(runner_args)
+    → … → bye → exit
 
 The bot file's ``bot(runner_args)`` gets pipecat's ``SmallWebRTCRunnerArguments`` with this
 process's connection, already answered: the answer comes from the warm process, before the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import socket
@@ -54,12 +53,10 @@ from bots.protocol import (
     Turn,
 )
 from bots.recording import CallRecording, install
-from bots.rehearsal import rehearse_answer
 from bots.turn_metrics import TurnReport
 from common.logs import LogRecord, configure_logging
 from common.record import TranscriptLine
 from common.tracing import Tracing, extract
-from media import interfaces
 from media.ports import NoFreePort
 
 __all__ = ["Bot", "bot_main"]
@@ -124,9 +121,6 @@ class Bot:
         self._logs_waiting = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_call = False
-        self._gathered_ahead = False
-        #: Set when the host's addresses change under the candidates gathered ahead.
-        self._stale = asyncio.Event()
 
     def keep_log_line(self, line: LogRecord) -> None:
         """A logging sink: lines logged during a call travel to the spawner's record."""
@@ -141,75 +135,24 @@ class Bot:
         self._channel = channel = await Channel.open(self._sock)
         started = time.monotonic()
         try:
-            interfaces.read_ahead()  # the answer's ICE gathering need not list them
             self._peer = prepare_connection(self._config)
             prepare_ms = round((time.monotonic() - started) * 1000, 1)
             await channel.send(Ready(pid=os.getpid(), prepare_ms=prepare_ms))
             self._spawn(self._heartbeat())
-            await self._gather_ahead()
-            await self._rehearse()
-            first = await self._first_message(channel)
+            first = await channel.recv()
             if first is None or isinstance(first, Hangup):
-                return  # retired while idle, or its candidates went stale
+                return  # retired while idle
             if not isinstance(first, Assign):
                 raise ProtocolError(f"expected 'assign', got {first.type!r}")
             await self._take_call(first)
         finally:
             await self._close()
 
-    async def _gather_ahead(self) -> None:
-        """Gather the call's candidates before its offer (see ``CallConnection.gather_ahead``)."""
-        assert self._peer is not None
-        try:
-            self._gathered_ahead = await self._peer.gather_ahead()
-        except Exception as exc:
-            # A full UDP port range, say. That peer cannot gather again: the call gets a fresh
-            # one, whose answer gathers (and reports its own error if it fails too).
-            logger.warning(f"could not gather ICE candidates ahead of the offer: {exc!r}")
-            stale, self._peer = self._peer, prepare_connection(self._config)
-            with contextlib.suppress(Exception):
-                await stale.connection.disconnect()
-
-    async def _first_message(self, channel: Channel) -> Any:
-        """The spawner's first message; ``None`` if first the host's addresses change under
-        the candidates gathered ahead: the bot then exits, and the pool starts a fresh one."""
-        if not self._gathered_ahead:
-            return await channel.recv()
-        received = asyncio.ensure_future(channel.recv())
-        stale = asyncio.ensure_future(self._stale.wait())
-        try:
-            await asyncio.wait({received, stale}, return_when=asyncio.FIRST_COMPLETED)
-            if received.done():
-                return received.result()
-        finally:
-            for waiting in (received, stale):
-                waiting.cancel()
-        logger.info("the host's addresses changed under the candidates gathered ahead; exiting")
-        return None
-
-    async def _rehearse(self) -> None:
-        """Rehearse the answer in idle time (an offer arriving meanwhile waits its ~5 ms)."""
-        try:
-            await rehearse_answer(self._gathered_ahead)
-        except Exception as exc:
-            # Only speed is lost (a full UDP port range, say): the offer reports its own error.
-            logger.warning(f"answer rehearsal failed: {exc!r}")
-
     async def _take_call(self, assign: Assign) -> None:
-        received_ns = time.time_ns()
         # One bot, one call: every later log line of this process belongs to this session.
         logger.configure(extra={"session_id": assign.session_id})
         self._in_call = True
         self._spawn(self._forward_logs())
-        # The answer's allocations start no collection (one came due in each).
-        gc.disable()
-        try:
-            rejected = await self._answer(assign)
-        finally:
-            gc.enable()
-        if rejected:
-            await self._send(Bye(end_reason=rejected, failed=True))
-            return
         tracer = trace.get_tracer("voicebots.bot")
         with tracer.start_as_current_span(
             "call",
@@ -218,9 +161,12 @@ class Bot:
                 "voicebots.session_id": assign.session_id,
                 "voicebots.bot_pid": os.getpid(),
             },
-            start_time=received_ns,
         ) as span:
-            reason, failed = await self._serve(assign)
+            rejected = await self._answer(assign)
+            if rejected:
+                reason, failed = rejected, True
+            else:
+                reason, failed = await self._serve(assign)
             span.set_attribute("voicebots.end_reason", reason)
         await self._flush_logs()  # the record is closed at bye; logs after it would be lost
         await self._send(Bye(end_reason=reason, failed=failed))
@@ -389,8 +335,6 @@ class Bot:
         while True:
             await self._send(Heartbeat())
             await asyncio.sleep(self._config.heartbeat_interval)
-            if interfaces.refresh() and self._gathered_ahead and not self._in_call:
-                self._stale.set()
 
     async def _on_line(self, line: TranscriptLine) -> None:
         await self._send(Transcript(role=line.role, text=line.text, ts=line.ts))

@@ -4,16 +4,14 @@
 ``elevenlabs`` is ElevenLabs' streaming WebSocket TTS; ``offline`` needs no key and no
 network (pocketsphinx, a scripted LLM, espeak-ng).
 
-The OpenAI services of one bot share one OpenAI client (:class:`OpenAISession`) over one HTTP
-client: one TLS setup while the bot warms up instead of three, and one pool of connections,
-so the first turn's STT request leaves a connection warm for its LLM and TTS requests. Its
-TLS context is built once, in the zygote (:data:`TLS_CONTEXT`), and inherited by every bot.
+The OpenAI services of one bot share one HTTP client (:class:`OpenAISession`): one pool of
+connections, so the first turn's STT request leaves a connection warm for its LLM and TTS
+requests. Its TLS context is built once, in the zygote (:data:`TLS_CONTEXT`), and inherited
+by every bot.
 
-A new connection costs a bot 10-25 ms (40 ms when measured inside a call), and a client's
-first request reads the platform name in a worker thread first (in a bot in a call, its LLM
-request left 4.3-4.8 ms after the call into the client, against 1-3.5 ms with the name read):
-the first turn's requests would each pay them. :func:`preconnect` pays both while the
-caller's audio is still connecting.
+A new connection to the provider (TCP, TLS) and a client's first request (which reads the
+platform name in a worker thread) would otherwise both be paid inside the first turn:
+:func:`preconnect` pays them while the caller's audio is still connecting.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
 import openai
@@ -47,9 +45,9 @@ __all__ = [
 #: Connections a turn uses at once: the LLM's stream is still open when TTS starts.
 PRECONNECTIONS = 2
 #: Audio the OpenAI TTS service reads before it pushes a frame: pipecat's default, half a
-#: second, holds the reply back until that much has arrived (with a server streaming at two
-#: or three times real time, 170-250 ms after its first byte). A server that streams slower
-#: than real time would stutter after any head start; one that streams faster needs none.
+#: second, holds the reply back until that much has arrived, however fast the server streams.
+#: A server that streams slower than real time would stutter after any head start; one that
+#: streams faster needs none.
 TTS_READ_SECONDS = 0.1
 
 #: Certificate authorities loaded once per zygote (the OpenAI client's default).
@@ -68,7 +66,7 @@ def make_http_client() -> httpx2.AsyncClient:
 
 @dataclass(frozen=True)
 class OpenAISession:
-    """The one OpenAI client a bot's OpenAI services share, and the HTTP client under it."""
+    """The HTTP client a bot's OpenAI services share, and the OpenAI client of its LLM."""
 
     client: openai.AsyncOpenAI
     http: httpx2.AsyncClient
@@ -109,16 +107,6 @@ async def preconnect(session: OpenAISession) -> None:
             logger.info(f"could not pre-connect to the provider: {reply!r}")
 
 
-_Service = TypeVar("_Service", STTService, TTSService)
-
-
-def _on_session(service: _Service, session: OpenAISession) -> _Service:
-    """pipecat's OpenAI STT and TTS services build a client of their own in ``__init__`` (and
-    keep it as ``_client``); theirs is replaced by the session's."""
-    service._client = session.client  # type: ignore[attr-defined]
-    return service
-
-
 class _OpenAILLM(OpenAILLMService):
     """pipecat's OpenAI LLM service on a given client (its own builds a new one)."""
 
@@ -143,13 +131,12 @@ def make_stt(providers: ProviderConfig, session: OpenAISession | None = None) ->
         from pipecat.services.openai.stt import OpenAISTTService
 
         session = session or OpenAISession.open(providers)
-        stt = OpenAISTTService(
+        return OpenAISTTService(
             api_key=providers.openai_client_key,
             base_url=providers.openai_base_url or None,
             http_client=session.http,
             settings=OpenAISTTService.Settings(model=providers.openai_stt_model),
         )
-        return _on_session(stt, session)
     from bots.providers.offline_stt import PocketsphinxSTTService
 
     return PocketsphinxSTTService()
@@ -175,7 +162,7 @@ def make_llm(
 def make_tts(providers: ProviderConfig, session: OpenAISession | None = None) -> TTSService:
     if providers.tts == "openai":
         session = session or OpenAISession.open(providers)
-        tts = _OpenAITTS(
+        return _OpenAITTS(
             api_key=providers.openai_client_key,
             base_url=providers.openai_base_url or None,
             http_client=session.http,
@@ -183,7 +170,6 @@ def make_tts(providers: ProviderConfig, session: OpenAISession | None = None) ->
                 model=providers.openai_tts_model, voice=providers.openai_tts_voice
             ),
         )
-        return _on_session(tts, session)
     if providers.tts == "elevenlabs":
         from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 

@@ -18,7 +18,7 @@ voice-to-voice time into the way in (to the VAD stop) and the way out (after ``a
 The VAD stop itself comes ``stop_secs`` after the user's last sound; that wait is the
 configured price of knowing speech ended, and is reported separately as ``vad_wait_ms`` (read
 from the ``SpeechControlParamsFrame`` the VAD announces its parameters with). A VAD that
-measures its stops (``bots.vad.InlineSileroVAD``, which the built-in agent uses) also gives
+measures its stops (``bots.vad.MeasuringSileroVAD``, which the built-in agent uses) also gives
 ``vad_silence_ms``: the audio after the user's last loud sample it actually took in before
 deciding — the configured wait rounded to its analysis windows, plus the windows its model
 still heard as speech.

@@ -19,17 +19,13 @@ from benchmarks.harness import SYSTEMS_DIR_ENV, Redis, run_redis
 TIERS: dict[str, str] = {
     # unit
     "test_docs": "unit",
-    "test_gather_ahead": "unit",
     "test_media_config": "unit",
-    "test_media_decoding": "unit",
-    "test_media_interfaces": "unit",
     "test_media_jitter": "unit",
     "test_media_ports": "unit",
     "test_media_voice_track": "unit",
     "test_observer_drain": "unit",
     "test_pool": "unit",
     "test_readme": "unit",
-    "test_rehearsal": "unit",
     "test_security_sdp": "unit",
     "test_spool": "unit",
     "test_turn_metrics": "unit",

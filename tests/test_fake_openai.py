@@ -379,14 +379,17 @@ async def test_preconnect_leaves_connections_for_the_first_turn() -> None:
             assert len(pool.connections) == PRECONNECTIONS
 
 
-async def test_services_share_the_session_client() -> None:
+async def test_services_share_the_session_connections() -> None:
     providers = ProviderConfig(
         stt="openai", llm="openai", tts="openai", openai_base_url="http://127.0.0.1:9/v1"
     )
     session = OpenAISession.open(providers)
     async with session.http:
         services: list[Any] = [make(providers, session) for make in (make_stt, make_llm, make_tts)]
-        assert [service._client for service in services] == [session.client] * 3
+        stt, llm, tts = services
+        assert llm._client is session.client
+        # STT and TTS build OpenAI clients of their own, on the session's HTTP client.
+        assert stt._client._client is session.http and tts._client._client is session.http
 
 
 async def test_preconnect_failures_are_only_logged() -> None:

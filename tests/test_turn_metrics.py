@@ -43,7 +43,8 @@ async def _feed_pushes(pushes: list[Push], vad_stop_secs: float = 0.2) -> list[T
     async def keep(report: TurnReport) -> None:
         reports.append(report)
 
-    observer = TurnMetricsObserver(keep, vad_stop_secs=vad_stop_secs)
+    # A VAD that does not measure its stops, whatever VAD an earlier test left in this process.
+    observer = TurnMetricsObserver(keep, vad_stop_secs=vad_stop_secs, vad=_VAD())
     hop: Any = FrameProcessor()
     for at_ms, source, frame, direction in pushes:
         pushed = FramePushed(source or hop, hop, frame, direction, at_ms * MS)
