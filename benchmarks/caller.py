@@ -42,6 +42,7 @@ from benchmarks.signaling_client import (
     candidates_from_sdp,
     strip_candidates,
 )
+from media import aiortc_adapter
 from media.audio import (
     DEFAULT_SILENCE_DBFS,
     Samples,
@@ -344,18 +345,13 @@ class Call:
         )
 
     def _watch_rtp(self, receiver: RTCRtpReceiver) -> None:
-        # aiortc has no event for inbound RTP; the DTLS transport looks the handler up on the
-        # receiver instance each packet, so an instance attribute sees every packet arrive.
-        original = receiver._handle_rtp_packet
-
-        async def arrived(packet: Any, arrival_time_ms: int) -> None:
+        async def arrived(packet: Any, _arrival_time_ms: int) -> None:
             now = time.monotonic()
             if self._first_rtp_at is None:
                 self._first_rtp_at = now
             self._arrivals.note(packet.timestamp, now)
-            await original(packet, arrival_time_ms=arrival_time_ms)
 
-        setattr(receiver, "_handle_rtp_packet", arrived)  # noqa: B010 - mypy forbids `=`
+        aiortc_adapter.on_rtp_packet(receiver, arrived)
 
     def _arrival(self, frame: AudioFrame) -> float:
         """When the packet of a decoded ``frame`` arrived: the decoder thread's hand-over and

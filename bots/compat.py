@@ -1,54 +1,56 @@
-"""The pipecat releases voicebots supports, checked where a server starts.
+"""The upstream libraries voicebots reaches into, checked where a server starts.
 
-A user's bot file brings its own pipecat services and processors, so pipecat is not pinned to
-one release; the range below is the one voicebots is tested with (the same as in
-pyproject.toml). Outside it, voicebots refuses to start and says which to install.
+Each library whose internals voicebots reaches has one adapter module, pinned to the releases
+it is tested with, and a probe: :mod:`bots.pipecat_adapter` for pipecat,
+:mod:`media.aiortc_adapter` for aiortc and aioice. A release outside the tested range, or one
+that moved an internal voicebots reaches, stops the server at start-up with a message saying
+which, instead of failing calls later: the spawner runs :func:`check_upstream` before its
+zygote forks any bot, and ``voicebots up`` runs :func:`upstream_problem` before it starts
+anything.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import subprocess
+import sys
 
-__all__ = ["PIPECAT_RANGE", "check_pipecat", "pipecat_problem"]
-
-#: Inclusive lower bound, exclusive upper bound, as ``pipecat-ai`` release numbers.
-PIPECAT_RANGE = ((1, 14), (1, 15))
+__all__ = ["check_upstream", "upstream_problem"]
 
 
-def _release(text: str) -> tuple[int, ...]:
-    parts = []
-    for part in text.split("."):
-        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+def check_upstream() -> None:
+    """Probe every adapter in this process; raise ``ValueError`` (the command's "cannot
+    start" path, exit status 2) with the first problem found."""
+    # Imported here: upstream_problem's callers keep pipecat and aiortc out of their process.
+    try:
+        from bots import pipecat_adapter
+        from media import aiortc_adapter
+    except ImportError as missing:
+        raise ValueError(
+            f"{missing}: install voicebots with its dependencies (pip install voicebots)"
+        ) from missing
 
-
-def _spec() -> str:
-    low, high = PIPECAT_RANGE
-    return f"pipecat-ai>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}"
-
-
-def pipecat_problem(installed: str | None = None) -> str | None:
-    """What is wrong with the installed pipecat, or ``None`` when it is supported."""
-    if installed is None:
+    for probe in (pipecat_adapter.probe, aiortc_adapter.probe):
         try:
-            installed = version("pipecat-ai")
-        except PackageNotFoundError:
-            return f"pipecat is not installed: pip install '{_spec()}'"
-    release = _release(installed)
-    low, high = PIPECAT_RANGE
-    if not (low <= release < high):
-        return (
-            f"voicebots supports {_spec()}, but pipecat-ai {installed} is installed: "
-            f"pip install '{_spec()}' (beside your bot's own dependencies)"
-        )
-    return None
+            probe()
+        except RuntimeError as problem:
+            raise ValueError(str(problem)) from problem
 
 
-def check_pipecat() -> None:
-    """Raise ``ValueError`` (the CLI's "bad setting" path) when pipecat is unsupported."""
-    problem = pipecat_problem()
-    if problem is not None:
-        raise ValueError(problem)
+def upstream_problem() -> str | None:
+    """What :func:`check_upstream` finds, probed in a fresh interpreter (whose imports stay
+    out of the caller's process); ``None`` when nothing is wrong."""
+    checked = subprocess.run(
+        [sys.executable, "-m", "bots.compat"], capture_output=True, text=True, check=False
+    )
+    if checked.returncode == 0:
+        return None
+    # The problem is on stdout: pipecat logs to stderr as it is imported.
+    return checked.stdout.strip() or checked.stderr.strip() or "the upstream probe failed"
+
+
+if __name__ == "__main__":
+    try:
+        check_upstream()
+    except ValueError as problem:
+        print(problem)
+        sys.exit(2)

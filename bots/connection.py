@@ -3,7 +3,8 @@
 The bot file gets this connection as ``runner_args.webrtc_connection`` and builds pipecat's
 transport on it (``create_transport``), so what voicebots does better on the wire belongs to
 the connection, not to the user's pipeline: the bot's voice as paced 20 ms Opus packets
-(:class:`media.voice_track.VoiceConnection`) and the audio jitter buffer (:mod:`media.jitter`).
+(:class:`VoiceConnection`, :mod:`media.voice_track`) and the audio jitter buffer
+(:mod:`media.jitter`).
 
 The peer connection and its ICE policy are made while the bot is idle; the answer negotiates.
 """
@@ -14,13 +15,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc.sdp import candidate_from_sdp
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
+from bots import pipecat_adapter
 from bots.config import BotConfig
 from media import ice
 from media.jitter import tune_audio_receivers
-from media.voice_track import VoiceConnection
+from media.voice_track import RTP_RATE, VoiceTrack
 
-__all__ = ["CallConnection", "prepare_connection"]
+__all__ = ["CallConnection", "VoiceConnection", "prepare_connection"]
+
+
+class VoiceConnection(SmallWebRTCConnection):
+    """pipecat's peer connection, sending the bot's voice through a :class:`VoiceTrack`.
+
+    pipecat's transport builds its own output track, at the pipeline's output rate, when the
+    client connects and passes it here; a voice track at the same rate goes to the sender
+    instead, and the writes pipecat makes to its track are redirected to it (that track's
+    ``recv`` is never called). A rate Opus cannot encode natively (22.05 kHz, say), or a track
+    that is not pipecat's, is sent as it is.
+    """
+
+    def replace_audio_track(self, track: Any) -> None:
+        rate = pipecat_adapter.track_sample_rate(track)
+        if rate is not None and RTP_RATE % rate == 0:
+            voice = VoiceTrack(rate)
+            pipecat_adapter.redirect_audio_writes(track, voice.add_audio_bytes)
+            track = voice
+        super().replace_audio_track(track)
 
 
 @dataclass

@@ -7,6 +7,7 @@ follow an :class:`IcePolicy` — bound inside ``VOICEBOTS_UDP_PORTS``, only on
 ``VOICEBOTS_BIND_HOST``'s address when it is set, and advertising ``VOICEBOTS_PUBLIC_IP``
 instead of the private address — and :func:`install` makes aiortc build its ICE connections
 from that subclass. STUN and TURN candidates, connectivity checks and consent stay aioice's.
+What this needs of aioice's and aiortc's internals goes through :mod:`media.aiortc_adapter`.
 
 Installation is per process, like logging configuration: a bot owns exactly one peer
 connection, and :func:`bots.connection.prepare_connection` installs the bot's policy before creating
@@ -23,18 +24,15 @@ import functools
 import ipaddress
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aioice
-import aiortc.rtcicetransport
-from aioice import turn
-from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aioice.ice import StunProtocol, server_reflexive_candidate
+from aioice import Candidate
 from aiortc import RTCIceServer
 
+from media import aiortc_adapter
 from media.config import MediaConfig
 from media.ports import NoFreePort, PortRange, bind_udp
 
@@ -94,14 +92,14 @@ class PolicyConnection(aioice.Connection):
     ) -> list[Candidate]:
         """Host candidates by the policy, then aioice's server-reflexive and relayed ones."""
         hosts = await self._bind_hosts(component, addresses)
-        # Registered like aioice's own host sockets: remote candidates are paired with these,
-        # checks go out through them, and close() closes them.
-        self._protocols += hosts
+        aiortc_adapter.add_host_protocols(self, hosts)
         candidates = [protocol.local_candidate for protocol in hosts]
         lookups = []
         if self.stun_server:
             lookups = [
-                asyncio.wait_for(server_reflexive_candidate(p, self.stun_server), timeout)
+                asyncio.wait_for(
+                    aiortc_adapter.server_reflexive_candidate(p, self.stun_server), timeout
+                )
                 for p in hosts
                 if ipaddress.ip_address(p.transport.get_extra_info("sockname")[0]).version == 4
             ]
@@ -119,12 +117,13 @@ class PolicyConnection(aioice.Connection):
             if isinstance(result, BaseException):
                 log.info("%s: no server-reflexive candidate: %r", self, result)
             else:
-                candidates.append(result[0])
+                candidates.append(result)
         return candidates + relayed
 
-    async def _bind_hosts(self, component: int, addresses: list[str]) -> list[StunProtocol]:
+    async def _bind_hosts(self, component: int, addresses: list[str]) -> list[Any]:
+        """aioice's STUN protocols on host sockets bound by the policy."""
         policy = self.ice_policy
-        hosts: list[StunProtocol] = []
+        hosts: list[Any] = []
         try:
             for address in [policy.bind_address] if policy.bind_address else addresses:
                 try:
@@ -136,64 +135,29 @@ class PolicyConnection(aioice.Connection):
                         ) from exc
                     log.info("%s: could not bind to %s - %s", self, address, exc)
                     continue
-                hosts.append(await self._host_protocol(component, sock, policy))
+                advertised = policy.advertised(sock.getsockname()[0])
+                hosts.append(
+                    await aiortc_adapter.open_host_protocol(self, sock, component, advertised)
+                )
         except BaseException:
             for protocol in hosts:
                 protocol.transport.close()
             raise
         return hosts
 
-    async def _host_protocol(
-        self, component: int, sock: socket.socket, policy: IcePolicy
-    ) -> StunProtocol:
-        try:
-            # The same receive buffer as aioice's own host sockets.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, turn.UDP_SOCKET_BUFFER_SIZE)
-            loop = asyncio.get_running_loop()
-            _, protocol = await loop.create_datagram_endpoint(lambda: StunProtocol(self), sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        address, port = sock.getsockname()[:2]
-        protocol.local_candidate = Candidate(
-            # The foundation is computed from the base (bound) address, as RFC 8445 asks.
-            foundation=candidate_foundation("host", "udp", address),
-            component=component,
-            transport="udp",
-            priority=candidate_priority(component, "host"),
-            host=policy.advertised(address),
-            port=port,
-            type="host",
-        )
-        return protocol
-
 
 def install(policy: IcePolicy) -> None:
     """Make every ICE connection aiortc creates from now on, in this process, follow
     ``policy`` (the default policy gathers as aioice does)."""
-    _check_aioice()
     if policy.is_default:
-        setattr(aiortc.rtcicetransport, "Connection", aioice.Connection)  # noqa: B010
-        return
-    # aiortc's RTCIceGatherer looks this name up each time it creates a connection.
-    connection = functools.partial(PolicyConnection, ice_policy=policy)
-    setattr(aiortc.rtcicetransport, "Connection", connection)  # noqa: B010 - mypy forbids `=`
-
-
-def _check_aioice() -> None:
-    # PolicyConnection registers its sockets in aioice's private list of them; should a new
-    # aioice change it, calls would silently fail ICE. Fail at start-up instead.
-    probe = aioice.Connection(ice_controlling=False)
-    if not isinstance(getattr(probe, "_protocols", None), list):
-        raise RuntimeError(
-            f"aioice {aioice.__version__} keeps no Connection._protocols list; "
-            "media/ice.py must be updated for it"
-        )
+        aiortc_adapter.set_ice_connection(None)
+    else:
+        aiortc_adapter.set_ice_connection(functools.partial(PolicyConnection, ice_policy=policy))
 
 
 def uninstall() -> None:
     """Back to aioice's own ``Connection``."""
-    setattr(aiortc.rtcicetransport, "Connection", aioice.Connection)  # noqa: B010
+    aiortc_adapter.set_ice_connection(None)
 
 
 @contextlib.contextmanager

@@ -3,9 +3,8 @@
 pipecat's output track hands aiortc 10 ms of PCM per ``recv``, paced on a fixed 10 ms grid,
 and aiortc encodes each one in a worker thread after resampling it to 48 kHz stereo. The first
 packet of a reply therefore waits for the next grid tick, then for a second 10 ms frame (an
-Opus packet holds 20 ms), and crosses to the encoder thread and back twice: 17 to 25 ms between
-the transport taking the first audio and the caller receiving it, and 100 thread hops a second
-for the whole call.
+Opus packet holds 20 ms), and crosses to the encoder thread and back twice: a delay at the
+start of every reply, and two thread hops for every 10 ms of the call.
 
 :class:`VoiceTrack` encodes each 20 ms frame itself, mono at the pipeline's own rate (24 kHz is
 one of Opus's native rates: nothing to resample), and hands aiortc the finished packet, which
@@ -14,10 +13,10 @@ so the stream never pauses; when audio arrives while the track waits to send a s
 the audio goes out at once instead: the start of each reply leads the 20 ms grid by up to one
 frame, and the next silent frame waits that lead out, so RTP time never drifts from real time.
 
-``add_audio_bytes`` keeps the contract of pipecat's track (pipecat is pinned in pyproject.toml):
-it returns a future that completes when the audio has been sent, which is what paces pipecat's
-output transport, so at most one chunk is queued here and an interruption stops the voice
-within a frame.
+``add_audio_bytes`` keeps the contract of pipecat's track: it returns a future that completes
+when the audio has been sent, which is what paces pipecat's output transport, so at most one
+chunk is queued here and an interruption stops the voice within a frame. The bot's connection
+(:class:`bots.connection.VoiceConnection`) puts this track in the place of pipecat's.
 """
 
 from __future__ import annotations
@@ -30,12 +29,10 @@ from typing import Any
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.packet import Packet
-from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
-from pipecat.transports.smallwebrtc.transport import RawAudioTrack
 
 from media.opus import MonoOpusEncoder
 
-__all__ = ["FRAME_SECONDS", "RTP_RATE", "VoiceConnection", "VoiceTrack"]
+__all__ = ["FRAME_SECONDS", "RTP_RATE", "VoiceTrack"]
 
 FRAME_SECONDS = 0.02
 #: Opus's RTP clock, whatever the rate it encodes at.
@@ -142,26 +139,6 @@ class VoiceTrack(MediaStreamTrack):
             packet.time_base = Fraction(1, RTP_RATE)
             self._packets.append(packet)
         self._frames += 1
-
-
-class VoiceConnection(SmallWebRTCConnection):
-    """pipecat's peer connection, sending the bot's voice through a :class:`VoiceTrack`.
-
-    pipecat's transport builds its own output track, at the pipeline's output rate, when the
-    client connects and passes it here; a voice track at the same rate goes to the sender
-    instead, and the writes pipecat makes to its track are redirected to it (that track's
-    ``recv`` is never called). A rate Opus cannot encode natively (22.05 kHz, say) keeps
-    pipecat's track, which resamples.
-    """
-
-    def replace_audio_track(self, track: Any) -> None:
-        # pipecat's track keeps its rate private; without it, its own track stays.
-        rate = getattr(track, "_sample_rate", None) if isinstance(track, RawAudioTrack) else None
-        if isinstance(rate, int) and rate > 0 and RTP_RATE % rate == 0:
-            voice = VoiceTrack(rate)
-            setattr(track, "add_audio_bytes", voice.add_audio_bytes)  # noqa: B010
-            track = voice
-        super().replace_audio_track(track)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -13,7 +13,6 @@ import uvloop
 from loguru import logger
 
 from bots.bot_file import describe
-from bots.compat import check_pipecat
 from spawner.calls import CallManager
 from spawner.config import SpawnerConfig
 from spawner.control import build_control_app
@@ -56,10 +55,10 @@ class Spawner:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
 
-        # Fail now, not in every bot, if the ICE bind address does not resolve here, if the
-        # installed pipecat is one voicebots does not support, or if the bot file is broken.
+        # Fail now, not in every bot, if the ICE bind address does not resolve here, if an
+        # upstream library is not one voicebots supports, or if the bot file is broken (the
+        # zygote checks these two before it forks).
         config.bot.media.resolve_bind_host()
-        check_pipecat()
         zygote = Zygote(config.bot)
         await zygote.start()
         limiter = make_limiter(config.limits)

@@ -19,6 +19,7 @@ import time
 from loguru import logger
 
 from bots.bot_file import BOT_ENV, BotFileError, describe
+from bots.compat import check_upstream
 from bots.config import BotConfig
 from bots.process import bot_main
 
@@ -49,9 +50,14 @@ class Zygote:
             raise BotFileError(text or f"bot file {describe(self._config.bot)} cannot run")
 
     async def start(self) -> None:
-        """Check the bot file, then start the fork server and wait for its preload (the slow
-        part, done once)."""
+        """Check the upstream libraries and the bot file, then start the fork server and wait
+        for its preload (the slow part, done once).
+
+        Raises ``ValueError`` when an upstream library is not one voicebots supports or moved
+        an internal voicebots reaches (:mod:`bots.compat`): no bot is forked.
+        """
         started = time.monotonic()
+        check_upstream()
         await self.check_bot_file()
         # The fork server inherits this environment: it names the bot file to bots.preload.
         os.environ[BOT_ENV] = self._config.bot

@@ -31,6 +31,7 @@ TIERS: dict[str, str] = {
     "test_turn_metrics": "unit",
     "test_unit_calls": "unit",
     "test_unit_pool": "unit",
+    "test_upstream_adapters": "unit",
     "test_vad": "unit",
     # integration
     "test_caller": "integration",  # signaling's HTTP contract on an in-process uvicorn

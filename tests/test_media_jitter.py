@@ -3,20 +3,21 @@ installed on aiortc's real receivers, once, audio only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
 from bots.config import BotConfig
+from media.aiortc_adapter import receiver_jitter_buffer
 from media.jitter import LOSS_PATIENCE, AudioJitterBuffer, tune_audio_receivers
 
 
-def _buffer(pc: RTCPeerConnection, kind: str) -> JitterBuffer:
+def _buffer(pc: RTCPeerConnection, kind: str) -> Any:
     (transceiver,) = [t for t in pc.getTransceivers() if t.kind == kind]
-    buffer = getattr(transceiver.receiver, "_RTCRtpReceiver__jitter_buffer")  # noqa: B009
-    assert isinstance(buffer, JitterBuffer)
-    return buffer
+    return receiver_jitter_buffer(transceiver.receiver)
 
 
 async def test_audio_receivers_get_the_configured_prefetch() -> None:
@@ -27,11 +28,12 @@ async def test_audio_receivers_get_the_configured_prefetch() -> None:
         await caller.setLocalDescription(await caller.createOffer())
         await bot.setRemoteDescription(caller.localDescription)
         video = _buffer(bot, "video")
+        assert isinstance(video, JitterBuffer)
 
         assert tune_audio_receivers(bot, 1) == 1
         audio = _buffer(bot, "audio")
         assert isinstance(audio, AudioJitterBuffer)
-        assert (audio._prefetch, audio.capacity) == (1, 16)
+        assert (audio.prefetch, audio.capacity) == (1, 16)
         assert _buffer(bot, "video") is video  # video keeps aiortc's own
         # A renegotiation tunes again; a receiver already tuned keeps its buffer and frames.
         assert tune_audio_receivers(bot, 1) == 0
@@ -41,12 +43,13 @@ async def test_audio_receivers_get_the_configured_prefetch() -> None:
         await bot.close()
 
 
-def _feed(buffer: JitterBuffer, sequence: list[int]) -> list[int | None]:
+def _feed(buffer: JitterBuffer | AudioJitterBuffer, sequence: list[int]) -> list[int | None]:
     """Adds packets in the given order; returns, per packet added, the frame released."""
     released: list[int | None] = []
     for n in sequence:
-        packet = RtpPacket(payload_type=111, sequence_number=n % 65536, timestamp=n * 960)
-        packet._data = n.to_bytes(4, "big")  # type: ignore[attr-defined]
+        payload = n.to_bytes(4, "big")
+        packet = RtpPacket(111, sequence_number=n % 65536, timestamp=n * 960, payload=payload)
+        packet._data = payload  # type: ignore[attr-defined] # as aiortc's receiver sets it
         _pli, frame = buffer.add(packet)
         released.append(None if frame is None else int.from_bytes(frame.data, "big"))
     return released
@@ -79,6 +82,19 @@ def test_a_lost_packet_is_given_up_after_loss_patience_more(prefetch: int) -> No
     assert played[-1] >= sequence[-1] - prefetch - LOSS_PATIENCE
     # aiortc's own buffer waits for its 16 slots to overflow.
     assert _feed(JitterBuffer(capacity=16, prefetch=1), sequence)[2:] == [None] * 10
+
+
+def test_a_packet_older_than_one_given_up_is_not_played() -> None:
+    # 3 is given up once LOSS_PATIENCE more have come; arriving after that, it is dropped.
+    assert _feed(AudioJitterBuffer(0), [1, 2, 4, 5, 6, 3, 7]) == [1, 2, None, None, 4, None, 5]
+
+
+def test_a_jump_past_the_buffer_plays_on_from_the_new_packet() -> None:
+    assert _feed(AudioJitterBuffer(0), [1, 2, 100, 101]) == [1, 2, 100, 101]
+
+
+def test_a_restarted_stream_plays_from_its_new_numbers() -> None:
+    assert _feed(AudioJitterBuffer(0), [5000, 5001, 10, 11]) == [5000, 5001, 10, 11]
 
 
 def test_sequence_numbers_wrap() -> None:

@@ -17,10 +17,11 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from pipecat.transports.smallwebrtc.transport import RawAudioTrack
 
+from bots.connection import VoiceConnection
 from media.audio import is_silent
 from media.opus import SILENCE_SETTLE_FRAMES, MonoOpusEncoder
 from media.tracks import frame_to_mono
-from media.voice_track import VoiceConnection, VoiceTrack
+from media.voice_track import VoiceTrack
 
 RATE = 24000
 RTP_STEP = 960  # 20 ms on Opus's 48 kHz RTP clock
