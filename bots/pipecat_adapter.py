@@ -16,20 +16,28 @@ it at a stand-in.
 
 from __future__ import annotations
 
+import dis
 import inspect
+import itertools
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from types import CodeType
 from typing import Any
 
 from packaging.requirements import Requirement
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
 from pipecat.transports.smallwebrtc.transport import RawAudioTrack, SmallWebRTCClient
 
 __all__ = [
     "PIPECAT",
+    "analyze_in_place",
     "check_output_track",
     "check_release",
+    "check_silero",
     "check_transport_client",
+    "check_vad_analyzer",
+    "init_silero_analyzer",
     "probe",
     "redirect_audio_writes",
     "track_sample_rate",
@@ -62,6 +70,46 @@ def redirect_audio_writes(track: RawAudioTrack, write: Callable[[bytes], Any]) -
     is then never read.
     """
     setattr(track, "add_audio_bytes", write)  # noqa: B010 - mypy forbids assigning a method
+
+
+def analyze_in_place(analyzer: VADAnalyzer, buffer: bytes) -> VADState:
+    """pipecat's analysis of ``buffer`` by ``analyzer``, run where it is called: on the loop.
+
+    pipecat's ``VADAnalyzer.analyze_audio`` hands every 20 ms audio frame to a worker thread
+    and awaits it back, though most frames only fill the analyzer's buffer and a scoring is
+    short: the hand-over, 50 times a second per call, costs more CPU than the work. pipecat
+    has no setting to analyse in place (pipecat-ai/pipecat#5179 proposes handing over only
+    whole windows); ``_run_analyzer`` is the step its thread runs.
+    """
+    state: VADState = analyzer._run_analyzer(buffer)
+    return state
+
+
+#: What ``SileroVADAnalyzer.__init__`` and ``SileroOnnxModel.__init__`` set on the object they
+#: initialize, which :func:`init_silero_analyzer` sets itself.
+_SILERO_ANALYZER_STATE = frozenset({"_model", "_windows_since_reset", "_low_confidence_windows"})
+_SILERO_MODEL_STATE = frozenset({"session", "sample_rates"})
+
+
+def init_silero_analyzer(analyzer: SileroVADAnalyzer, session: Any, **kwargs: Any) -> None:
+    """Initialize ``analyzer`` as ``SileroVADAnalyzer.__init__(**kwargs)`` would, but on the
+    onnxruntime ``session`` given instead of one built from pipecat's model file.
+
+    pipecat's analyzer loads Silero's model in its ``__init__``, always from the file in its
+    wheel, and onnxruntime optimizes the graph at every load: the larger part of building an
+    analyzer, which a bot file does on the call's way to its first word. pipecat takes no
+    model or session (pipecat-ai/pipecat#2050 asks for a shared one); the analyzer keeps its
+    model in ``_model`` beside the counters of the model's resets, and ``SileroOnnxModel``
+    builds its session in its own ``__init__``.
+    """
+    VADAnalyzer.__init__(analyzer, **kwargs)
+    model = SileroOnnxModel.__new__(SileroOnnxModel)
+    model.session = session
+    model.sample_rates = [8000, 16000]
+    model.reset_states()
+    analyzer._model = model
+    analyzer._windows_since_reset = 0
+    analyzer._low_confidence_windows = 0
 
 
 # -- The probe ------------------------------------------------------------------------------
@@ -106,6 +154,46 @@ def _names_used(function: Any) -> set[str]:
     return names
 
 
+def _stored_on_self(function: Any) -> set[str]:
+    """The attributes ``function`` (a method) assigns on ``self``."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    if code is None:
+        return set()
+    instructions = list(dis.get_instructions(code))
+    return {
+        store.argval
+        for load, store in itertools.pairwise(instructions)
+        if store.opname == "STORE_ATTR" and load.opname == "LOAD_FAST" and load.argval == "self"
+    }
+
+
+def check_vad_analyzer(analyzer_class: type) -> None:
+    """``analyzer_class`` (pipecat's ``VADAnalyzer``) analyses a buffer in ``_run_analyzer``,
+    the step its ``analyze_audio`` hands to its thread, which :func:`analyze_in_place` runs."""
+    step = getattr(analyzer_class, "_run_analyzer", None)
+    if step is None or inspect.iscoroutinefunction(step):
+        raise _moved(f"{analyzer_class.__name__}._run_analyzer")
+    if list(inspect.signature(step).parameters) != ["self", "buffer"]:
+        raise _moved(f"{analyzer_class.__name__}._run_analyzer's signature")
+    if "_run_analyzer" not in _names_used(getattr(analyzer_class, "analyze_audio", None)):
+        raise _moved(f"{analyzer_class.__name__}.analyze_audio (to _run_analyzer)")
+
+
+def check_silero(analyzer_class: type, model_class: type) -> None:
+    """``analyzer_class`` (pipecat's ``SileroVADAnalyzer``) and ``model_class`` (its
+    ``SileroOnnxModel``) set up in their ``__init__`` exactly the state
+    :func:`init_silero_analyzer` sets up itself."""
+    if analyzer_class.__mro__[1:2] != (VADAnalyzer,):
+        raise _moved(f"{analyzer_class.__name__}'s base class (VADAnalyzer)")
+    if _stored_on_self(getattr(analyzer_class, "__init__", None)) != _SILERO_ANALYZER_STATE:
+        raise _moved(
+            f"{analyzer_class.__name__}.__init__'s state ({', '.join(_SILERO_ANALYZER_STATE)})"
+        )
+    init = getattr(model_class, "__init__", None)
+    if _stored_on_self(init) != _SILERO_MODEL_STATE or "reset_states" not in _names_used(init):
+        raise _moved(f"{model_class.__name__}.__init__'s state (session, sample_rates)")
+
+
 def check_output_track(track_class: type) -> None:
     """``track_class`` (pipecat's ``RawAudioTrack``) keeps its rate where
     :func:`track_sample_rate` reads it."""
@@ -130,3 +218,5 @@ def probe() -> None:
     check_release()
     check_output_track(RawAudioTrack)
     check_transport_client(SmallWebRTCClient)
+    check_vad_analyzer(VADAnalyzer)
+    check_silero(SileroVADAnalyzer, SileroOnnxModel)

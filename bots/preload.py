@@ -3,7 +3,9 @@
 Everything heavy and fork-safe is imported here so each bot starts with it already in memory,
 shared copy-on-write. Objects that own threads or native sessions (onnxruntime inference
 sessions, aiortc peers, event loops) are not fork-safe and are created in each bot after the
-fork, by :func:`bots.connection.prepare_connection` and the bot file's ``bot()``.
+fork, by :func:`bots.connection.prepare_connection` and the bot file's ``bot()``. What
+they are built from can be made here: the VAD's graph as onnxruntime optimizes it is
+computed once (:func:`bots.vad.optimized_graph`), and only its bytes are inherited.
 
 A module a bot imports itself costs it twice: CPU while it warms up or, worse, on the first
 turn's critical path, and private memory for the module's objects. To see what bots still
@@ -33,7 +35,9 @@ import bots.process
 import bots.providers.espeak_tts
 import bots.providers.offline_llm
 import bots.providers.offline_stt
-import bots.recording  # noqa: F401
+import bots.recording
+import bots.request_rehearsal
+import bots.vad
 from bots.bot_file import BOT_ENV, BUILTIN_BOT, load_bot
 
 #: Modules otherwise imported inside each bot, after the fork.
@@ -54,10 +58,6 @@ LAZY_MODULES = (
     "anyio.streams.stapled",
     "anyio.streams.tls",
     "jiter",
-    # The OpenAI client's resources, imported on their first use: the first turn's requests.
-    "openai.resources.models",
-    "openai.resources.audio.audio",
-    "openai.resources.chat.chat",
     # DTLS at the first offer: aiortc serializes its certificate, ciphers from cryptography.
     "cryptography.hazmat.backends.openssl.backend",
     "cryptography.hazmat.primitives.ciphers",
@@ -72,6 +72,9 @@ for _name in LAZY_MODULES:
     # A module that a later version of a dependency no longer has only costs speed.
     with contextlib.suppress(ImportError):
         importlib.import_module(_name)
+bots.request_rehearsal.rehearse_requests()
+bots.vad.optimized_graph()
+
 # The bot file, once: its imports and whatever it loads at import time are shared by every
 # bot. The fork server inherits the spawner's environment, its only configuration; the
 # spawner has checked the file before it started the zygote.

@@ -2,7 +2,7 @@
 
 The zygote is multiprocessing's fork server, told to import :mod:`bots.preload` (pipecat,
 aiortc, onnxruntime, the providers) once. Each bot is then a fork of it: it starts with all of
-that already in memory, shared copy-on-write, instead of paying ~1.6 s of imports. The
+that already in memory, shared copy-on-write, instead of importing it all again. The
 socketpair end handed to a bot travels to the zygote as a file descriptor (SCM_RIGHTS).
 """
 

@@ -19,10 +19,12 @@ _PROBE = """
 import json, sys, threading
 import bots.preload
 from bots.providers import offline_stt
+import openai._utils._transform
 print(json.dumps({
     "missing": [m for m in bots.preload.LAZY_MODULES if m not in sys.modules],
     "decoder": offline_stt._preloaded is not None,
     "openai": "openai.resources.chat.completions.completions" in sys.modules,
+    "requests_rehearsed": openai._utils._transform.get_type_hints.cache_info().currsize > 0,
     "threads": threading.active_count(),
 }))
 """
@@ -54,7 +56,8 @@ def test_preload_imports_what_bots_would_import_after_the_fork() -> None:
         "missing": [],
         "decoder": False,
         "openai": True,
-        "threads": 1,  # the zygote forks: no thread started while preloading may outlive it
+        "requests_rehearsed": True,
+        "threads": 1,  # the zygote forks: no thread of the rehearsal may outlive it
     }
 
 

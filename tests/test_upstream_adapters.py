@@ -13,6 +13,8 @@ import pytest
 from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import AudioStreamTrack
 from packaging.requirements import Requirement
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.transports.smallwebrtc.transport import RawAudioTrack
 
 from bots import compat, pipecat_adapter
@@ -149,3 +151,48 @@ def test_pipecat_classes_without_the_internals_reached_fail_the_probe_clearly() 
         RuntimeError, match=r"ClientWritingElsewhere\.write_audio_frame's add_audio"
     ):
         pipecat_adapter.check_transport_client(ClientWritingElsewhere)
+
+
+class AnalyzerWithoutItsStep:
+    """pipecat's VAD analyzer as a release that analyses in another method would have it."""
+
+    async def analyze_audio(self, buffer: bytes) -> Any:
+        return self.analyze(buffer)
+
+    def analyze(self, buffer: bytes) -> Any:
+        return len(buffer)
+
+
+class SileroWithMoreState(VADAnalyzer):
+    """pipecat's Silero analyzer as a release that keeps more state would have it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._model = None
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
+        self._last_reset_at = 0.0
+
+    def num_frames_required(self) -> int:
+        return 512
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        return 0.0
+
+
+class SileroModelLoadedLater:
+    """pipecat's Silero model as a release that builds its session on first use would have it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def test_pipecat_vad_internals_moved_fail_the_probe_clearly() -> None:
+    pipecat_adapter.check_vad_analyzer(VADAnalyzer)
+    with pytest.raises(RuntimeError, match=r"moved AnalyzerWithoutItsStep\._run_analyzer;"):
+        pipecat_adapter.check_vad_analyzer(AnalyzerWithoutItsStep)
+    pipecat_adapter.check_silero(SileroVADAnalyzer, SileroOnnxModel)
+    with pytest.raises(RuntimeError, match=r"moved SileroWithMoreState\.__init__'s state"):
+        pipecat_adapter.check_silero(SileroWithMoreState, SileroOnnxModel)
+    with pytest.raises(RuntimeError, match=r"moved SileroModelLoadedLater\.__init__'s state"):
+        pipecat_adapter.check_silero(SileroVADAnalyzer, SileroModelLoadedLater)
