@@ -50,7 +50,7 @@ from benchmarks.first_word import run_first_words, silence_wav
 from benchmarks.harness import run_fake_openai_process, stop_process
 from benchmarks.heap import settle_heap
 from benchmarks.overhead import run_level
-from benchmarks.procfs import cpu_seconds, total_cpu_seconds
+from benchmarks.procfs import live_cpu_seconds, total_cpu_seconds
 from benchmarks.signaling_client import SignalingClient
 from benchmarks.speech import continuous_wav, utterance_wav
 from benchmarks.stats import ratio, summarize
@@ -120,7 +120,7 @@ class _Tree:
             if not record:
                 continue
             try:
-                cpu_ms = cpu_seconds(bot["pid"]) * 1000
+                cpu_ms = live_cpu_seconds(bot["pid"]) * 1000
             except FileNotFoundError:
                 continue
             self.add("refill_ms", [float(bot["spawn_ms"])])

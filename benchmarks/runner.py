@@ -39,7 +39,7 @@ from benchmarks.cpu import measure_cpu
 from benchmarks.first_word import first_words
 from benchmarks.heap import settle_heap
 from benchmarks.offers import run_burst
-from benchmarks.procfs import cpu_seconds, memory, parent_pid
+from benchmarks.procfs import live_cpu_seconds, memory, parent_pid
 from benchmarks.progress import Progress
 from benchmarks.speech import continuous_wav, utterance_wav
 from benchmarks.stats import percentile, ratio, summarize
@@ -101,7 +101,7 @@ async def refill(vb: Voicebots, http: httpx.AsyncClient, idle: int) -> list[tupl
     out = []
     for bot in fresh:
         try:
-            out.append((float(bot["spawn_ms"]), cpu_seconds(bot["pid"]) * 1000))
+            out.append((float(bot["spawn_ms"]), live_cpu_seconds(bot["pid"]) * 1000))
         except FileNotFoundError:
             pass
     return out
