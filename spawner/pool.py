@@ -71,6 +71,8 @@ class Pool:
         self.bots: dict[int, BotHandle] = {}
         self._starting = 0
         self._changed = asyncio.Condition()
+        #: Counts wake-ups, so the maintainer misses none that came while it was not waiting.
+        self._wakeups = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._maintainer: asyncio.Task[None] | None = None
         self.accepting = True
@@ -153,7 +155,7 @@ class Pool:
                         bot.state = BotState.BUSY
                         self._engage(bot)
                         self._arrivals.append(time.monotonic())
-                        self._changed.notify_all()
+                        self._wake()
                         return bot
                 remaining = deadline - time.monotonic()
                 can_grow = self.starting > 0 or len(self.bots) + self._starting < (
@@ -162,7 +164,7 @@ class Pool:
                 if not can_grow or remaining <= 0:
                     raise NoCapacity(retry_after=2.0)
                 self._waiting += 1
-                self._changed.notify_all()  # let the maintainer start one if it can
+                self._wake()  # let the maintainer start one if it can
                 try:
                     await asyncio.wait_for(self._changed.wait(), remaining)
                 except TimeoutError:
@@ -179,7 +181,15 @@ class Pool:
 
     async def notify(self) -> None:
         async with self._changed:
-            self._changed.notify_all()
+            self._wake()
+
+    def _woken_since(self, seen: int) -> Callable[[], bool]:
+        return lambda: self._wakeups != seen
+
+    def _wake(self) -> None:
+        """Wake whoever waits on the pool (call holding its condition's lock)."""
+        self._wakeups += 1
+        self._changed.notify_all()
 
     @contextlib.asynccontextmanager
     async def answering(self, bot: BotHandle) -> AsyncIterator[None]:
@@ -236,6 +246,7 @@ class Pool:
     async def _maintain(self) -> None:
         """Refill to target and kill bots whose heartbeats stopped."""
         while True:
+            seen = self._wakeups
             self._reap_hung()
             wanted = self.target_idle() - self.count(BotState.IDLE) - self.starting
             room = self._config.max_bots - len(self.bots) - self._starting
@@ -247,7 +258,10 @@ class Pool:
                 self._later(self._spawn_one())
             async with self._changed:
                 try:
-                    await asyncio.wait_for(self._changed.wait(), 0.05 if deferred else 0.5)
+                    await asyncio.wait_for(
+                        self._changed.wait_for(self._woken_since(seen)),
+                        0.05 if deferred else 0.5,
+                    )
                 except TimeoutError:
                     pass
 
