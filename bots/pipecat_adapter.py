@@ -21,13 +21,14 @@ import inspect
 import itertools
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from types import CodeType
 from typing import Any
 
 from packaging.requirements import Requirement
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
 from pipecat.transports.smallwebrtc.transport import RawAudioTrack, SmallWebRTCClient
+
+from common.code_names import names_used
 
 __all__ = [
     "PIPECAT",
@@ -142,18 +143,6 @@ def check_release(installed: str | None = None) -> None:
         )
 
 
-def _names_used(function: Any) -> set[str]:
-    """The attribute and global names ``function``'s code refers to (nested code included)."""
-    names: set[str] = set()
-    codes = [getattr(inspect.unwrap(function), "__code__", None)] if function else []
-    while codes:
-        code = codes.pop()
-        if isinstance(code, CodeType):
-            names.update(code.co_names)
-            codes.extend(code.co_consts)
-    return names
-
-
 def _stored_on_self(function: Any) -> set[str]:
     """The attributes ``function`` (a method) assigns on ``self``."""
     code = getattr(inspect.unwrap(function), "__code__", None)
@@ -175,7 +164,7 @@ def check_vad_analyzer(analyzer_class: type) -> None:
         raise _moved(f"{analyzer_class.__name__}._run_analyzer")
     if list(inspect.signature(step).parameters) != ["self", "buffer"]:
         raise _moved(f"{analyzer_class.__name__}._run_analyzer's signature")
-    if "_run_analyzer" not in _names_used(getattr(analyzer_class, "analyze_audio", None)):
+    if "_run_analyzer" not in names_used(getattr(analyzer_class, "analyze_audio", None)):
         raise _moved(f"{analyzer_class.__name__}.analyze_audio (to _run_analyzer)")
 
 
@@ -190,7 +179,7 @@ def check_silero(analyzer_class: type, model_class: type) -> None:
             f"{analyzer_class.__name__}.__init__'s state ({', '.join(_SILERO_ANALYZER_STATE)})"
         )
     init = getattr(model_class, "__init__", None)
-    if _stored_on_self(init) != _SILERO_MODEL_STATE or "reset_states" not in _names_used(init):
+    if _stored_on_self(init) != _SILERO_MODEL_STATE or "reset_states" not in names_used(init):
         raise _moved(f"{model_class.__name__}.__init__'s state (session, sample_rates)")
 
 
@@ -198,7 +187,7 @@ def check_output_track(track_class: type) -> None:
     """``track_class`` (pipecat's ``RawAudioTrack``) keeps its rate where
     :func:`track_sample_rate` reads it."""
     name = track_class.__name__
-    if _RATE not in _names_used(getattr(track_class, "__init__", None)):
+    if _RATE not in names_used(getattr(track_class, "__init__", None)):
         raise _moved(f"{name}.{_RATE}")
     if not callable(getattr(track_class, "add_audio_bytes", None)):
         raise _moved(f"{name}.add_audio_bytes")
@@ -207,7 +196,7 @@ def check_output_track(track_class: type) -> None:
 def check_transport_client(client_class: type) -> None:
     """``client_class`` (pipecat's ``SmallWebRTCClient``) writes audio with its output
     track's ``add_audio_bytes``, which :func:`redirect_audio_writes` replaces."""
-    if "add_audio_bytes" not in _names_used(getattr(client_class, "write_audio_frame", None)):
+    if "add_audio_bytes" not in names_used(getattr(client_class, "write_audio_frame", None)):
         raise _moved(f"{client_class.__name__}.write_audio_frame's add_audio_bytes")
 
 

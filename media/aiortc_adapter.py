@@ -21,7 +21,7 @@ import inspect
 import socket
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
-from types import CodeType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import aioice
@@ -33,6 +33,8 @@ import aiortc.rtcicetransport
 from aioice import Candidate
 from aiortc import RTCRtpReceiver
 from packaging.requirements import Requirement
+
+from common.code_names import names_used
 
 __all__ = [
     "AIOICE",
@@ -202,19 +204,6 @@ def check_release(spec: str, installed: str | None = None) -> None:
         )
 
 
-def _names_used(function: Any) -> set[str]:
-    """The attribute and global names ``function``'s code refers to (its comprehensions'
-    and nested functions' included)."""
-    names: set[str] = set()
-    codes = [getattr(inspect.unwrap(function), "__code__", None)] if function else []
-    while codes:
-        code = codes.pop()
-        if isinstance(code, CodeType):
-            names.update(code.co_names)
-            codes.extend(code.co_consts)
-    return names
-
-
 def check_receiver(receiver_class: type) -> None:
     """``receiver_class`` (aiortc's ``RTCRtpReceiver``) keeps its jitter buffer where
     :func:`set_receiver_jitter_buffer` puts it, and feeds packets to it from
@@ -225,15 +214,15 @@ def check_receiver(receiver_class: type) -> None:
         raise _moved(AIORTC, f"{name}.{_HANDLE_RTP}")
     if "arrival_time_ms" not in inspect.signature(handler).parameters:
         raise _moved(AIORTC, f"{name}.{_HANDLE_RTP}'s arrival_time_ms")
-    built = _names_used(getattr(receiver_class, "__init__", None))
-    if _JITTER_BUFFER not in built & _names_used(handler):
+    built = names_used(getattr(receiver_class, "__init__", None))
+    if _JITTER_BUFFER not in built & names_used(handler):
         raise _moved(AIORTC, f"{name}.__jitter_buffer")
 
 
 def check_dtls_dispatch(dtls_transport_class: type) -> None:
     """aiortc's DTLS transport hands RTP to ``receiver._handle_rtp_packet``."""
     dispatch = getattr(dtls_transport_class, "_handle_rtp_data", None)
-    if _HANDLE_RTP not in _names_used(dispatch):
+    if _HANDLE_RTP not in names_used(dispatch):
         raise _moved(AIORTC, f"{dtls_transport_class.__name__}'s RTP hand-over to receivers")
 
 
@@ -241,7 +230,7 @@ def check_ice_gatherer(module: ModuleType) -> None:
     """``module`` (``aiortc.rtcicetransport``) builds its gatherer's ICE connection from its
     module-level name ``Connection``, which :func:`set_ice_connection` replaces."""
     gatherer = getattr(module, "RTCIceGatherer", None)
-    if not hasattr(module, "Connection") or "Connection" not in _names_used(
+    if not hasattr(module, "Connection") or "Connection" not in names_used(
         getattr(gatherer, "__init__", None)
     ):
         raise _moved(AIORTC, f"{module.__name__}.Connection (RTCIceGatherer's ICE connection)")
@@ -256,7 +245,7 @@ def check_ice_connection(connection_class: type) -> None:
         inspect.signature(gather).parameters
     ):
         raise _moved(AIOICE, f"{name}.get_component_candidates")
-    if "get_component_candidates" not in _names_used(
+    if "get_component_candidates" not in names_used(
         getattr(connection_class, "gather_candidates", None)
     ):
         raise _moved(AIOICE, f"{name}.gather_candidates (to get_component_candidates)")
